@@ -1,0 +1,13 @@
+"""ntklit: helpers for the book on the NTK of deep networks with orthogonal vs Gaussian init.
+
+Importing the package applies :mod:`ntklit.compat`, which makes neural-tangents 0.6.5 work on
+current JAX without tensorflow. Submodules are imported on demand::
+
+    from ntklit import init, nets, kernels, empirical
+"""
+
+from . import compat as _compat
+
+_compat.apply()
+
+__version__ = "0.1.0"
