@@ -1,0 +1,692 @@
+"""Execute the book's chapters with papermill and build the HTML with jupyter-book.
+
+The runner is the single way chapters execute for the build (DESIGN.md section 3):
+
+* a chapter is a notebook listed in ``_toc.yml`` with exactly one cell tagged ``parameters``
+  made of annotated literals (``widths: list[int] = [8, 64]  # hidden widths``);
+* its defaults are the **quick** profile; ``book/profiles/<chapter>.yaml`` holds the **full**
+  profile; ``auto`` picks full when JAX sees a GPU, quick otherwise;
+* ``-p name=value`` overrides are validated against the parameters cell (name and type) for
+  every selected chapter *before* anything runs;
+* executed copies go to ``_build/executed``, run records to ``_build/records``, the HTML to
+  ``_build/html``; nothing under version control is modified;
+* a chapter whose notebook, parameters and ``ntklit`` source are unchanged since its last
+  successful run is skipped;
+* a failing chapter names the chapter, the cell and the error, exits non-zero, keeps its
+  previous executed copy and leaves the last good HTML in place.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Param", "Chapter", "RunnerError", "ParameterError", "ChapterFailed", "find_root",
+           "chapters", "select", "read_parameters", "parse_overrides", "resolve_parameters",
+           "load_profile", "detect_profile", "run_chapters", "build_html", "RunRecord",
+           "BuildPaths"]
+
+ALLOWED_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
+PROFILES = ("quick", "full", "auto")
+GENERATED_PAGES = ("book/reproducibility",)
+
+
+class RunnerError(Exception):
+    """A problem the user must fix (bad chapter name, bad parameters, missing files)."""
+
+
+class ParameterError(RunnerError, ValueError):
+    """An unknown parameter or a value of the wrong type."""
+
+
+class ChapterFailed(RunnerError):
+    """One or more chapters failed to execute."""
+
+
+# ------------------------------------------------------------------------------------------
+# Chapters and their parameters
+# ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One entry of a chapter's ``parameters`` cell."""
+
+    name: str
+    type: str
+    default: Any
+    doc: str
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.type} = {self.default!r}" + (
+            f"  # {self.doc}" if self.doc else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chapter:
+    """A notebook chapter of the book."""
+
+    name: str          # file stem, e.g. "01_ensembles"
+    path: Path         # absolute path of the .ipynb
+    docname: str       # path relative to the root without suffix, e.g. "book/01_ensembles"
+
+    @property
+    def profile_file(self) -> Path:
+        return self.path.parent / "profiles" / f"{self.name}.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildPaths:
+    """Where the runner writes (all under ``<root>/_build`` by default)."""
+
+    root: Path
+    build: Path
+
+    @classmethod
+    def default(cls, root: Path, build: Path | None = None) -> "BuildPaths":
+        return cls(root=root, build=(build or root / "_build").resolve())
+
+    @property
+    def executed(self) -> Path:
+        return self.build / "executed"
+
+    @property
+    def failed(self) -> Path:
+        return self.build / "failed"
+
+    @property
+    def records(self) -> Path:
+        return self.build / "records"
+
+    @property
+    def stage(self) -> Path:
+        return self.build / "stage"
+
+    @property
+    def html(self) -> Path:
+        return self.build / "html"
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: the nearest directory upwards holding ``_toc.yml`` and ``book/``."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "_toc.yml").is_file() and (d / "book").is_dir():
+            return d
+    # Fall back to the package's own checkout (editable install).
+    pkg_root = Path(__file__).resolve().parent.parent
+    if (pkg_root / "_toc.yml").is_file():
+        return pkg_root
+    raise RunnerError(f"no _toc.yml with a book/ folder found at or above {here}")
+
+
+def _toc_files(root: Path) -> list[str]:
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files: list[str] = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+            for part in e.get("parts", []) or []:
+                walk(part.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []) or []:
+        walk(part.get("chapters"))
+    return files
+
+
+def chapters(root: Path) -> list[Chapter]:
+    """The notebook chapters listed in ``_toc.yml``, in book order."""
+    out = []
+    for doc in _toc_files(root):
+        doc = doc.removesuffix(".ipynb").removesuffix(".md")
+        nb = root / f"{doc}.ipynb"
+        if nb.is_file():
+            out.append(Chapter(name=nb.stem, path=nb, docname=doc))
+    return out
+
+
+def select(root: Path, names: Sequence[str]) -> list[Chapter]:
+    """Chapters by name: the full stem (``04_convergence``), its number (``04`` or ``4``) or
+    a unique prefix. No names selects every chapter."""
+    every = chapters(root)
+    if not names:
+        return every
+    chosen: list[Chapter] = []
+    for n in names:
+        key = Path(n).stem
+        hits = [c for c in every if c.name == key]
+        if not hits and key.isdigit():
+            hits = [c for c in every if c.name.split("_", 1)[0].lstrip("0") == key.lstrip("0")]
+        if not hits:
+            hits = [c for c in every if c.name.startswith(key)]
+        if len(hits) != 1:
+            avail = ", ".join(c.name for c in every)
+            what = "matches no chapter" if not hits else "is ambiguous"
+            raise RunnerError(f"chapter {n!r} {what}; chapters: {avail}")
+        if hits[0] not in chosen:
+            chosen.append(hits[0])
+    return chosen
+
+
+def _parameters_cell(nb: dict, path: Path) -> dict:
+    cells = [c for c in nb["cells"]
+             if c["cell_type"] == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise RunnerError(f"{path}: expected exactly one cell tagged 'parameters', "
+                          f"found {len(cells)}")
+    return cells[0]
+
+
+def read_parameters(path: Path) -> dict[str, Param]:
+    """Parse a chapter's ``parameters`` cell.
+
+    Every statement must be an annotated assignment of a literal, with an annotation in
+    :data:`ALLOWED_TYPES`; a trailing ``# comment`` documents it.
+
+    Raises:
+      RunnerError: the cell is missing, duplicated or not made of annotated literals.
+    """
+    nb = json.loads(Path(path).read_text())
+    cell = _parameters_cell(nb, Path(path))
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    lines = src.splitlines()
+    try:
+        tree = ast.parse(src)
+    except SyntaxError as e:
+        raise RunnerError(f"{path}: parameters cell is not valid Python: {e}") from e
+    params: dict[str, Param] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and node.value is not None):
+            raise RunnerError(f"{path}: parameters cell line {node.lineno}: only annotated "
+                              "assignments `name: type = literal  # doc` are allowed")
+        ann = ast.unparse(node.annotation).replace(" ", "")
+        if ann not in ALLOWED_TYPES:
+            raise RunnerError(f"{path}: parameter {node.target.id!r} has type {ann!r}; "
+                              f"allowed: {', '.join(ALLOWED_TYPES)}")
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError as e:
+            raise RunnerError(f"{path}: parameter {node.target.id!r} is not a literal") from e
+        line = lines[node.lineno - 1]
+        doc = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset:] else ""
+        param = Param(node.target.id, ann, value, doc)
+        _check_type(param, value, source=f"default of {path.name}")
+        params[param.name] = param
+    return params
+
+
+def _type_ok(type_: str, value: Any) -> bool:
+    scalar = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "bool": lambda v: isinstance(v, bool),
+              "str": lambda v: isinstance(v, str)}
+    if type_ in scalar:
+        return scalar[type_](value)
+    inner = type_[len("list["):-1]
+    return isinstance(value, list) and all(scalar[inner](v) for v in value)
+
+
+def _coerce(type_: str, value: Any) -> Any:
+    if type_ == "float" and isinstance(value, int):
+        return float(value)
+    if type_ == "list[float]":
+        return [float(v) for v in value]
+    return value
+
+
+def _check_type(param: Param, value: Any, source: str) -> Any:
+    if not _type_ok(param.type, value):
+        raise ParameterError(f"parameter {param.name!r} ({source}) must be of type "
+                             f"{param.type}, got {value!r} ({type(value).__name__})")
+    return _coerce(param.type, value)
+
+
+def _describe_params(chapter: Chapter, params: dict[str, Param]) -> str:
+    return (f"parameters of chapter {chapter.name}:\n"
+            + "\n".join(f"  {p.describe()}" for p in params.values()))
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``name=value`` strings; values are Python literals (strings may be bare)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ParameterError(f"-p expects name=value, got {item!r}")
+        name, raw = item.split("=", 1)
+        name = name.strip()
+        if not name.isidentifier():
+            raise ParameterError(f"-p: {name!r} is not a parameter name")
+        try:
+            out[name] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[name] = raw.strip()
+    return out
+
+
+def detect_profile() -> str:
+    """``"full"`` when JAX sees a GPU (or TPU), else ``"quick"``."""
+    try:
+        import jax
+
+        platforms = {d.platform for d in jax.devices()}
+    except Exception:  # pragma: no cover - no usable JAX backend
+        return "quick"
+    return "full" if platforms - {"cpu"} else "quick"
+
+
+def load_profile(chapter: Chapter, profile: str) -> dict[str, Any]:
+    """The parameter values of ``profile`` for ``chapter`` (``{}`` for quick: the defaults)."""
+    if profile not in ("quick", "full"):
+        raise RunnerError(f"profile must be one of quick, full (or auto), got {profile!r}")
+    if profile == "quick" or not chapter.profile_file.is_file():
+        return {}
+    import yaml
+
+    data = yaml.safe_load(chapter.profile_file.read_text()) or {}
+    unknown = set(data) - {"quick", "full"}
+    if unknown:
+        raise RunnerError(f"{chapter.profile_file}: unknown profile(s) {sorted(unknown)}; "
+                          "allowed: quick, full")
+    return dict(data.get(profile) or {})
+
+
+def resolve_parameters(chapter: Chapter, profile: str,
+                       overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, then the profile's values, then ``overrides``; every name and type checked.
+
+    Returns:
+      The parameters to inject (only those that differ from the defaults, plus ``profile``).
+
+    Raises:
+      ParameterError: an unknown name or a wrong type, with the chapter's parameter list.
+    """
+    params = read_parameters(chapter.path)
+    resolved: dict[str, Any] = {}
+    for source, values in (("profile " + profile, load_profile(chapter, profile)),
+                           ("-p", overrides)):
+        for name, value in values.items():
+            if name not in params:
+                raise ParameterError(f"unknown parameter {name!r} ({source}) for chapter "
+                                     f"{chapter.name}.\n" + _describe_params(chapter, params))
+            try:
+                resolved[name] = _check_type(params[name], value, source)
+            except ParameterError as e:
+                raise ParameterError(f"{e}\n" + _describe_params(chapter, params)) from None
+    if "profile" in params:
+        resolved["profile"] = profile
+    return resolved
+
+
+# ------------------------------------------------------------------------------------------
+# Records, caching, environment
+# ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What the reproducibility page shows for one chapter run."""
+
+    chapter: str
+    title: str
+    status: str                  # "ok" | "failed"
+    profile: str
+    parameters: dict[str, Any]   # every parameter's value in this run
+    overrides: dict[str, Any]    # what differed from the notebook defaults
+    device: str
+    versions: dict[str, str]
+    started: str
+    finished: str
+    seconds: float
+    cache_key: str
+    error: dict[str, Any] | None = None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2, default=str))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "RunRecord":
+        return cls(**json.loads(path.read_text()))
+
+
+def _ntklit_source_hash() -> str:
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(str(f.relative_to(pkg)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _nb_hash(path: Path) -> str:
+    """Hash of a notebook's cells' sources and types (outputs and metadata noise ignored)."""
+    nb = json.loads(path.read_text())
+    h = hashlib.sha256()
+    for c in nb["cells"]:
+        h.update(c["cell_type"].encode())
+        src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+        h.update(src.encode())
+        h.update(json.dumps(c.get("metadata", {}).get("tags", [])).encode())
+    return h.hexdigest()
+
+
+def cache_key(chapter: Chapter, params: dict[str, Any], src_hash: str) -> str:
+    payload = json.dumps({"nb": _nb_hash(chapter.path), "params": params, "ntklit": src_hash},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("jax", "jaxlib", "neural-tangents", "numpy", "scipy", "sympy", "matplotlib",
+                 "papermill", "jupyter-book", "ntklit"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def device_description() -> str:
+    """The accelerator JAX uses, e.g. ``"cpu: x86_64 (2 cores)"`` or ``"gpu: NVIDIA H100"``."""
+    try:
+        import jax
+
+        d = jax.devices()[0]
+        if d.platform == "cpu":
+            return f"cpu: {platform.machine()} ({os.cpu_count()} cores)"
+        return f"{d.platform}: {d.device_kind} (x{len(jax.devices())})"
+    except Exception as e:  # pragma: no cover
+        return f"unknown ({e})"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _title(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    for c in nb["cells"]:
+        if c["cell_type"] == "markdown":
+            src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+            for line in src.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return path.stem
+
+
+# ------------------------------------------------------------------------------------------
+# Running chapters
+# ------------------------------------------------------------------------------------------
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _error_info(exc: BaseException, failed_nb: Path) -> dict[str, Any]:
+    """Chapter-level error details from a papermill exception."""
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc).strip()[:4000]}
+    ename = getattr(exc, "ename", None)
+    if ename is not None:
+        info.update(ename=ename, evalue=getattr(exc, "evalue", ""),
+                    traceback="\n".join(getattr(exc, "traceback", []) or []))
+        # papermill records the failing cell's execution_count; find it in the output copy.
+        try:
+            nb = json.loads(failed_nb.read_text())
+            code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+            for i, c in enumerate(code_cells):
+                if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+                    src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                    info.update(cell=i + 1, cell_source=src[:2000])
+                    break
+        except Exception:
+            pass
+    return info
+
+
+def _strip_ansi(s: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", s)
+
+
+def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto",
+                 overrides: dict[str, Any] | None = None, force: bool = False,
+                 paths: BuildPaths | None = None, fail_fast: bool = False,
+                 log_output: bool = False, progress: bool = True) -> list[RunRecord]:
+    """Execute chapters with papermill.
+
+    All chapters and parameters are validated before the first one runs. A chapter whose
+    cache key (notebook, resolved parameters, ``ntklit`` source) matches its last successful
+    run is skipped.
+
+    Raises:
+      RunnerError / ParameterError: invalid selection or parameters (nothing ran).
+      ChapterFailed: after running, if any chapter failed (the message names each one).
+    """
+    import papermill as pm
+
+    overrides = dict(overrides or {})
+    paths = paths or BuildPaths.default(root)
+    if profile not in PROFILES:
+        raise RunnerError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    prof = detect_profile() if profile == "auto" else profile
+    selected = select(root, names)
+    if not selected:
+        raise RunnerError("no notebook chapters are listed in _toc.yml")
+    # Validate everything first.
+    plans = [(ch, resolve_parameters(ch, prof, overrides)) for ch in selected]
+
+    src_hash = _ntklit_source_hash()
+    device = device_description()
+    versions = package_versions()
+    for d in (paths.executed, paths.failed, paths.records):
+        d.mkdir(parents=True, exist_ok=True)
+
+    records: list[RunRecord] = []
+    failures: list[str] = []
+    total = len(plans)
+    for i, (ch, inject) in enumerate(plans, 1):
+        key = cache_key(ch, inject, src_hash)
+        rec_path = paths.records / f"{ch.name}.json"
+        out_nb = paths.executed / f"{ch.name}.ipynb"
+        if not force and rec_path.is_file() and out_nb.is_file():
+            old = RunRecord.load(rec_path)
+            if old.status == "ok" and old.cache_key == key:
+                _log(f"[{i}/{total}] {ch.name}: unchanged since {old.finished}, skipped "
+                     f"(took {old.seconds:.1f} s; --force re-runs it)")
+                records.append(old)
+                continue
+        defaults = {n: p.default for n, p in read_parameters(ch.path).items()}
+        all_params = {**defaults, **inject}
+        _log(f"[{i}/{total}] {ch.name} ({prof} profile"
+             + (f"; {', '.join(f'{k}={v!r}' for k, v in inject.items() if k != 'profile')}"
+                if len(inject) > 1 else "") + ") ...")
+        tmp_nb = paths.failed / f"{ch.name}.running.ipynb"
+        started, t0 = _now(), time.perf_counter()
+        status, error = "ok", None
+        try:
+            pm.execute_notebook(str(ch.path), str(tmp_nb), parameters=inject,
+                                kernel_name="python3", progress_bar=progress,
+                                log_output=log_output, cwd=str(ch.path.parent),
+                                report_mode=False)
+        except Exception as exc:  # papermill raises PapermillExecutionError and others
+            status = "failed"
+            error = _error_info(exc, tmp_nb)
+        seconds = time.perf_counter() - t0
+        rec = RunRecord(chapter=ch.name, title=_title(ch.path), status=status, profile=prof,
+                        parameters=all_params, overrides=inject, device=device,
+                        versions=versions, started=started, finished=_now(),
+                        seconds=round(seconds, 2), cache_key=key, error=error)
+        if status == "ok":
+            tmp_nb.replace(out_nb)
+            rec.save(rec_path)
+            _log(f"[{i}/{total}] {ch.name}: ok in {seconds:.1f} s")
+        else:
+            failed_nb = paths.failed / f"{ch.name}.ipynb"
+            if tmp_nb.exists():
+                tmp_nb.replace(failed_nb)
+            rec.save(paths.failed / f"{ch.name}.json")
+            cell = f"cell {error['cell']}" if error and "cell" in error else "an unknown cell"
+            msg = (f"chapter {ch.name} failed in {cell}: "
+                   f"{error.get('ename', error['type'])}: "
+                   f"{error.get('evalue', error['message'])}")
+            failures.append(msg)
+            _log(f"[{i}/{total}] {ch.name}: FAILED after {seconds:.1f} s\n  {msg}")
+            if error.get("traceback"):
+                _log(_strip_ansi(error["traceback"]))
+            _log(f"  executed notebook with the error: {failed_nb}")
+            if fail_fast:
+                records.append(rec)
+                break
+        records.append(rec)
+    if failures:
+        raise ChapterFailed("\n".join(failures))
+    return records
+
+
+# ------------------------------------------------------------------------------------------
+# Building the HTML
+# ------------------------------------------------------------------------------------------
+
+
+def _fmt_value(v: Any) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def reproducibility_page(root: Path, paths: BuildPaths) -> str:
+    """Markdown of the reproducibility page, from the run records of the toc's chapters."""
+    lines = ["# Reproducibility", "",
+             "Generated by the runner from the run records of this build: for every chapter, "
+             "the profile, parameters, device, package versions, run time and status of the run "
+             "that produced the page.", ""]
+    recs = []
+    for ch in chapters(root):
+        p = paths.records / f"{ch.name}.json"
+        recs.append((ch, RunRecord.load(p) if p.is_file() else None))
+    lines += ["## Chapters", "", "| chapter | status | profile | device | run time | finished |",
+              "|---|---|---|---|---|---|"]
+    for ch, r in recs:
+        if r is None:
+            lines.append(f"| {ch.name} | not run | | | | |")
+        else:
+            lines.append(f"| [{r.title}]({ch.name}.ipynb) | {r.status} | {r.profile} | "
+                         f"{r.device} | {r.seconds:.1f} s | {r.finished} |")
+    total = sum(r.seconds for _, r in recs if r is not None)
+    lines += ["", f"Total execution time: {total:.1f} s.", ""]
+    for ch, r in recs:
+        if r is None:
+            continue
+        lines += [f"### {r.title}", "",
+                  f"Profile `{r.profile}`, {r.device}, {r.seconds:.1f} s, "
+                  f"started {r.started}, status **{r.status}**.", "",
+                  "| parameter | value | set by |", "|---|---|---|"]
+        for name, value in r.parameters.items():
+            src = ("runner" if name == "profile" else
+                   "profile / -p" if name in r.overrides else "default")
+            lines.append(f"| `{name}` | `{_fmt_value(value)}` | {src} |")
+        lines.append("")
+    versions = next((r.versions for _, r in recs if r is not None), package_versions())
+    lines += ["## Environment", "",
+              f"Operating system: {platform.platform()}; processor: {platform.machine()}, "
+              f"{os.cpu_count()} cores.", "", "| package | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in versions.items()]
+    lines += ["", "Re-run any chapter with the same parameters with "
+              "`python -m ntklit run CHAPTER -p name=value` (see the introduction).", ""]
+    return "\n".join(lines)
+
+
+def _stage(root: Path, paths: BuildPaths) -> Path:
+    """Copy the book sources to ``_build/stage`` with the executed notebooks in place."""
+    import yaml
+
+    stage = paths.stage
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__")
+    shutil.copytree(root / "book", stage / "book", ignore=ignore)
+    shutil.copy2(root / "_toc.yml", stage / "_toc.yml")
+    cfg = yaml.safe_load((root / "_config.yml").read_text())
+    cfg.setdefault("execute", {})["execute_notebooks"] = "off"
+    (stage / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # The API reference imports ntklit from the installed package; nothing else to copy.
+    missing = []
+    for ch in chapters(root):
+        ex = paths.executed / f"{ch.name}.ipynb"
+        if not ex.is_file():
+            missing.append(ch.name)
+            continue
+        shutil.copy2(ex, stage / f"{ch.docname}.ipynb")
+    if missing:
+        raise RunnerError("these chapters have no executed copy; run them first "
+                          f"(python -m ntklit run {' '.join(missing)}): {', '.join(missing)}")
+    (stage / "book" / "reproducibility.md").write_text(reproducibility_page(root, paths))
+    return stage
+
+
+def build_html(root: Path, *, paths: BuildPaths | None = None, strict: bool = True) -> Path:
+    """Build the HTML from the executed chapters; returns the path of ``index.html``.
+
+    The new HTML replaces ``_build/html`` only if the build succeeds, so a failed build
+    leaves the last good book in place.
+
+    Raises:
+      RunnerError: a chapter has no executed copy, or jupyter-book failed (output shown).
+    """
+    paths = paths or BuildPaths.default(root)
+    stage = _stage(root, paths)
+    out = paths.build / "stage-out"
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+           "build", str(stage), "--path-output",
+           str(out), "--builder", "html"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    _log("building HTML: jupyter-book " + " ".join(cmd[3:]))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (paths.build / "build.log").write_text(log)
+    new_html = out / "_build" / "html"
+    if proc.returncode != 0 or not (new_html / "index.html").is_file():
+        problems = [_strip_ansi(l) for l in log.splitlines()
+                    if "WARNING" in l or "ERROR" in l or "Error" in l]
+        raise RunnerError(f"jupyter-book build failed (exit {proc.returncode}); the last "
+                          f"good HTML in {paths.html} is unchanged. Full log: "
+                          f"{paths.build / 'build.log'}\n" + "\n".join(problems[-60:]))
+    old = paths.build / "html.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if paths.html.exists():
+        paths.html.rename(old)
+    new_html.rename(paths.html)
+    if old.exists():
+        shutil.rmtree(old)
+    shutil.rmtree(out, ignore_errors=True)
+    return paths.html / "index.html"
