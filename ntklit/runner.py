@@ -497,7 +497,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
     prof = detect_profile() if profile == "auto" else profile
     selected = select(root, names)
     if not selected:
-        raise RunnerError("no notebook chapters are listed in _toc.yml")
+        _log("no notebook chapters are listed in _toc.yml; nothing to run")
+        return []
     # Validate everything first.
     plans = [(ch, resolve_parameters(ch, prof, overrides)) for ch in selected]
 

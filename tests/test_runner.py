@@ -1,0 +1,222 @@
+"""The chapter runner on a small generated book: parameters, profiles, caching, failures, build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ntklit import runner
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _notebook(title: str, params_src: str, body: list[str]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    p = nbformat.v4.new_code_cell(params_src)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nText with $x^2$."), p,
+                *[nbformat.v4.new_code_cell(s) for s in body]]
+    return nb
+
+
+PARAMS = ('profile: str = "quick"  # parameter profile (set by the runner)\n'
+          'n: int = 3  # a size\n'
+          'scale: float = 0.5  # a scale\n'
+          'widths: list[int] = [1, 2]  # widths\n'
+          'fast: bool = True  # a flag\n')
+
+
+def _tree_digest(root: Path) -> str:
+    """Digest of every file outside _build (to prove a run modifies no source file)."""
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and "_build" not in f.relative_to(root).parts:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture()
+def book(tmp_path: Path) -> Path:
+    """A two-chapter book using the repository's real _config.yml."""
+    root = tmp_path / "mini"
+    (root / "book" / "profiles").mkdir(parents=True)
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    shutil.copy(REPO / "book" / "references.bib", root / "book" / "references.bib")
+    shutil.copy(REPO / "book" / "reproducibility.md", root / "book" / "reproducibility.md")
+    (root / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/00_intro\nchapters:\n"
+        "  - file: book/01_alpha\n  - file: book/02_beta\n  - file: book/reproducibility\n")
+    (root / "book" / "00_intro.md").write_text("# 0. Intro\n\nMath $\\alpha$.\n")
+    nbformat.write(_notebook("1. Alpha", PARAMS, [
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "plt.plot(widths)\nplt.show()\n",
+        "assert n > 0\nprint('alpha', profile, n, scale, widths, fast)"]),
+        root / "book" / "01_alpha.ipynb")
+    nbformat.write(_notebook("2. Beta", 'profile: str = "quick"  # profile\nk: int = 1  # k\n',
+                             ["print('beta', k)", "assert k != 13, 'unlucky k'"]),
+                   root / "book" / "02_beta.ipynb")
+    (root / "book" / "profiles" / "01_alpha.yaml").write_text("full:\n  n: 7\n  widths: [4, 8]\n")
+    return root
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ntklit", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_read_parameters_types_defaults_docs(book):
+    params = runner.read_parameters(book / "book" / "01_alpha.ipynb")
+    assert list(params) == ["profile", "n", "scale", "widths", "fast"]
+    assert params["widths"].type == "list[int]" and params["widths"].default == [1, 2]
+    assert params["scale"].default == 0.5 and params["n"].doc == "a size"
+
+
+@pytest.mark.parametrize("src,match", [
+    ("n = 3\n", "annotated"),
+    ("n: dict = {}  # no\n", "allowed"),
+    ("n: int = 'x'  # wrong\n", "must be of type int"),
+    ("n: int = 3 + x  # not literal\n", "literal"),
+])
+def test_read_parameters_rejects_bad_cells(tmp_path, src, match):
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(_notebook("Bad", src, []), path)
+    with pytest.raises(runner.RunnerError, match=match):
+        runner.read_parameters(path)
+
+
+def test_exactly_one_parameters_cell_required(tmp_path):
+    nb = _notebook("Two", "a: int = 1  # a\n", [])
+    second = nbformat.v4.new_code_cell("b: int = 2  # b\n")
+    second.metadata["tags"] = ["parameters"]
+    nb.cells.append(second)
+    nbformat.write(nb, tmp_path / "two.ipynb")
+    with pytest.raises(runner.RunnerError, match="exactly one"):
+        runner.read_parameters(tmp_path / "two.ipynb")
+
+
+def test_parse_overrides_literals_and_bare_strings():
+    assert runner.parse_overrides(["n=4", "widths=[8, 64]", "name=abc", "x=1e-3"]) == {
+        "n": 4, "widths": [8, 64], "name": "abc", "x": 1e-3}
+    with pytest.raises(runner.ParameterError, match="name=value"):
+        runner.parse_overrides(["novalue"])
+
+
+def test_resolve_parameters_profiles_and_types(book):
+    (ch,) = runner.select(book, ["01_alpha"])
+    assert runner.resolve_parameters(ch, "quick", {}) == {"profile": "quick"}
+    assert runner.resolve_parameters(ch, "full", {}) == {"profile": "full", "n": 7,
+                                                          "widths": [4, 8]}
+    got = runner.resolve_parameters(ch, "full", {"n": 9, "scale": 2})
+    assert got["n"] == 9 and got["scale"] == 2.0 and isinstance(got["scale"], float)
+    with pytest.raises(runner.ParameterError, match=r"unknown parameter 'm'[\s\S]*n: int = 3"):
+        runner.resolve_parameters(ch, "quick", {"m": 1})
+    with pytest.raises(runner.ParameterError, match=r"must be of type list\[int\]"):
+        runner.resolve_parameters(ch, "quick", {"widths": [1.5]})
+    with pytest.raises(runner.ParameterError, match="must be of type bool"):
+        runner.resolve_parameters(ch, "quick", {"fast": 1})
+    with pytest.raises(runner.ParameterError, match="must be of type int"):
+        runner.resolve_parameters(ch, "quick", {"n": True})
+
+
+def test_profile_file_with_unknown_parameter_is_rejected(book):
+    (book / "book" / "profiles" / "01_alpha.yaml").write_text("full:\n  depth: 3\n")
+    (ch,) = runner.select(book, ["1"])
+    with pytest.raises(runner.ParameterError, match="unknown parameter 'depth'"):
+        runner.resolve_parameters(ch, "full", {})
+
+
+def test_select_by_number_prefix_and_errors(book):
+    assert [c.name for c in runner.select(book, [])] == ["01_alpha", "02_beta"]
+    assert [c.name for c in runner.select(book, ["2", "01"])] == ["02_beta", "01_alpha"]
+    assert [c.name for c in runner.select(book, ["02_b"])] == ["02_beta"]
+    with pytest.raises(runner.RunnerError, match="matches no chapter.*01_alpha, 02_beta"):
+        runner.select(book, ["09"])
+    with pytest.raises(runner.RunnerError, match="ambiguous"):
+        runner.select(book, ["0"])
+
+
+# --------------------------------------------------------------------------- running
+
+
+def test_bad_parameter_rejected_before_anything_runs(book):
+    before = _tree_digest(book)
+    res = _cli(book, "run", "-p", "nn=3")
+    assert res.returncode == 2
+    assert "unknown parameter 'nn'" in res.stderr and "widths: list[int]" in res.stderr
+    res = _cli(book, "run", "01_alpha", "-p", "n=three")
+    assert res.returncode == 2 and "must be of type int" in res.stderr
+    assert not (book / "_build" / "executed").exists()
+    assert _tree_digest(book) == before
+
+
+def test_run_cache_failure_and_build(book):
+    before = _tree_digest(book)
+    res = _cli(book, "all", "--profile", "quick", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    index = Path(res.stdout.strip().splitlines()[-1])
+    assert index == book / "_build" / "html" / "index.html" and index.is_file()
+    html = book / "_build" / "html"
+    for page in ("00_intro", "01_alpha", "02_beta", "reproducibility"):
+        assert (html / "book" / f"{page}.html").is_file()
+    rec = json.loads((book / "_build" / "records" / "01_alpha.json").read_text())
+    assert rec["status"] == "ok" and rec["profile"] == "quick"
+    assert rec["parameters"]["widths"] == [1, 2] and rec["versions"]["jax"]
+    assert rec["device"].startswith("cpu")
+    repro = (html / "book" / "reproducibility.html").read_text()
+    assert "01_alpha" in repro or "1. Alpha" in repro
+    assert "quick" in repro and "widths" in repro
+    assert _tree_digest(book) == before, "a run modified files outside _build"
+
+    # Unchanged inputs: skipped. A changed parameter: re-run.
+    res = _cli(book, "run", "--profile", "quick", "--no-progress")
+    assert res.returncode == 0 and res.stderr.count("skipped") == 2
+    res = _cli(book, "run", "01_alpha", "--profile", "quick", "-p", "n=4", "--no-progress")
+    assert res.returncode == 0 and "skipped" not in res.stderr
+    executed = json.loads((book / "_build" / "executed" / "01_alpha.ipynb").read_text())
+    assert "alpha quick 4 0.5" in json.dumps(executed)
+
+    # A failing chapter: non-zero exit naming chapter, cell and error; HTML and the last good
+    # executed copy untouched.
+    index_before = index.read_bytes()
+    good_beta = (book / "_build" / "executed" / "02_beta.ipynb").read_bytes()
+    res = _cli(book, "all", "--profile", "quick", "-p", "k=13", "02_beta", "--no-progress")
+    assert res.returncode == 1
+    assert "chapter 02_beta failed in cell 3" in res.stderr
+    assert "AssertionError: unlucky k" in res.stderr
+    assert (book / "_build" / "failed" / "02_beta.ipynb").is_file()
+    assert (book / "_build" / "executed" / "02_beta.ipynb").read_bytes() == good_beta
+    assert index.read_bytes() == index_before
+    assert (html / "book" / "02_beta.html").is_file()
+
+
+def test_build_fails_cleanly_and_keeps_last_html(book):
+    res = _cli(book, "all", "--profile", "quick", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    page = book / "_build" / "html" / "book" / "01_alpha.html"
+    good = page.read_bytes()
+    # A broken cross-reference must fail the (strict) build, leaving the old HTML.
+    (book / "book" / "00_intro.md").write_text("# 0. Intro\n\nSee {ref}`no-such-label`.\n")
+    res = _cli(book, "build")
+    assert res.returncode == 2 and "no-such-label" in res.stderr
+    assert page.read_bytes() == good
+
+
+def test_params_and_list_commands(book):
+    res = _cli(book, "params", "01_alpha")
+    assert res.returncode == 0
+    assert "widths: list[int] = [1, 2]  # widths   [full: [4, 8]]" in res.stdout
+    res = _cli(book, "list")
+    assert res.stdout.splitlines() == ["01_alpha\t1. Alpha", "02_beta\t2. Beta"]
