@@ -40,7 +40,6 @@ __all__ = ["Param", "Chapter", "RunnerError", "ParameterError", "ChapterFailed",
 
 ALLOWED_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
 PROFILES = ("quick", "full", "auto")
-GENERATED_PAGES = ("book/reproducibility",)
 
 
 class RunnerError(Exception):
@@ -622,6 +621,75 @@ def reproducibility_page(root: Path, paths: BuildPaths) -> str:
     return "\n".join(lines)
 
 
+def _json_cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    s = v if isinstance(v, str) else json.dumps(v, default=str)
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    """A Markdown table of flat dicts (columns: the union of keys, in first-seen order)."""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(_json_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return out
+
+
+def performance_page(root: Path, paths: BuildPaths) -> str:
+    """Markdown of the performance page, from ``benchmarks/results/*.json``.
+
+    Each results file is a JSON object; the page shows its ``title`` (or file name), ``date``,
+    ``device``, ``command``, ``config`` (a table of settings), ``summary`` (claims/targets with
+    the measured values) and ``results`` (a list of flat records, shown as a table). Other keys
+    are shown verbatim.
+    """
+    lines = ["# Performance", "",
+             "Generated from the benchmark results files in `benchmarks/results/`. Each was "
+             "written by one run of the benchmark script named with it, on the device and date "
+             "shown; ratios within one file were measured in the same run. Re-run a benchmark "
+             "with the command shown to measure your own machine.", ""]
+    files = sorted((root / "benchmarks" / "results").glob("*.json"))
+    if not files:
+        lines += ["No benchmark results have been recorded yet.", ""]
+    known = {"title", "date", "device", "command", "config", "summary", "results", "versions"}
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise RunnerError(f"{f}: not valid JSON ({e})") from e
+        lines += [f"## {data.get('title', f.stem)}", "",
+                  f"File `benchmarks/results/{f.name}`; device: {data.get('device', '?')}; "
+                  f"date: {data.get('date', '?')}."]
+        if data.get("command"):
+            lines += ["", f"Command: `{data['command']}`"]
+        if data.get("versions"):
+            lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in
+                                                   data["versions"].items()) + "."]
+        lines.append("")
+        if isinstance(data.get("config"), dict):
+            lines += ["**Configuration**", ""] + _table([data["config"]]) + [""]
+        for key in ("summary", "results"):
+            val = data.get(key)
+            if isinstance(val, dict):
+                val = [{"name": k, **(v if isinstance(v, dict) else {"value": v})}
+                       for k, v in val.items()]
+            if isinstance(val, list) and val and all(isinstance(r, dict) for r in val):
+                lines += [f"**{key.capitalize()}**", ""] + _table(val) + [""]
+        rest = {k: v for k, v in data.items() if k not in known}
+        if rest:
+            lines += ["```json", json.dumps(rest, indent=2, default=str)[:6000], "```", ""]
+    return "\n".join(lines)
+
+
+#: Pages written into the staged book at build time (a tracked placeholder with the same name
+#: explains the page to plain ``jupyter-book build .`` users).
+GENERATED_PAGES = {"book/reproducibility": reproducibility_page,
+                   "book/performance": performance_page}
+
+
 def _stage(root: Path, paths: BuildPaths) -> Path:
     """Copy the book sources to ``_build/stage`` with the executed notebooks in place."""
     import yaml
@@ -647,7 +715,8 @@ def _stage(root: Path, paths: BuildPaths) -> Path:
     if missing:
         raise RunnerError("these chapters have no executed copy; run them first "
                           f"(python -m ntklit run {' '.join(missing)}): {', '.join(missing)}")
-    (stage / "book" / "reproducibility.md").write_text(reproducibility_page(root, paths))
+    for doc, make_page in GENERATED_PAGES.items():
+        (stage / f"{doc}.md").write_text(make_page(root, paths))
     return stage
 
 
@@ -669,7 +738,7 @@ def build_html(root: Path, *, paths: BuildPaths | None = None, strict: bool = Tr
            "build", str(stage), "--path-output",
            str(out), "--builder", "html"]
     if strict:
-        cmd += ["-W", "-n", "--keep-going"]
+        cmd += ["-W", "--keep-going"]
     _log("building HTML: jupyter-book " + " ".join(cmd[3:]))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
