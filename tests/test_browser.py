@@ -78,7 +78,8 @@ INDEX_PAGES = ("genindex.html", "py-modindex.html", "search.html")
 FETCHED = {("img", "src"), ("script", "src"), ("iframe", "src"), ("source", "src"),
            ("video", "src"), ("audio", "src"), ("embed", "src"), ("object", "data"),
            ("video", "poster")}
-FETCHED_LINK_RELS = {"stylesheet", "preload", "icon", "shortcut", "modulepreload", "prefetch"}
+FETCHED_LINK_RELS = {"stylesheet", "preload", "icon", "shortcut", "modulepreload", "prefetch",
+                     "preconnect", "dns-prefetch"}
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
         "source", "track", "wbr"}
 #: Text inside these is code, not prose: TeX-like or role-like text there is legitimate.
@@ -436,8 +437,11 @@ async () => {
                containers: 0, images: []};
   const mathEls = Array.from(document.querySelectorAll('.math'));
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-    try { await MathJax.startup.promise; out.mathjax = 'ok'; }
-    catch (e) { out.mathjax = 'startup failed: ' + e; }
+    try {
+      await Promise.race([MathJax.startup.promise, new Promise((_, reject) =>
+        setTimeout(() => reject('no result within 20 s'), 20000))]);
+      out.mathjax = 'ok';
+    } catch (e) { out.mathjax = 'startup failed: ' + e; }
   } else if (mathEls.length) {
     out.mathjax = 'not loaded';
   }
@@ -873,6 +877,8 @@ CASE_SNIPPETS = {
     "role_source": "<p>As in {{eq}}`eq-not-parsed`.</p>",
     "launch_link": '<a href="{repo}/blob/{branch}/book/99_no_such_chapter.ipynb">launch</a>',
     "broken_references": "{fixture}",
+    # (old, new): a replacement in the page instead of an injection.
+    "mathjax_missing": ("mathjax/tex-chtml.js", "mathjax/_case_missing.js"),
 }
 
 # name -> {check: substrings that must appear in the problems that check adds for the case}
@@ -905,6 +911,8 @@ EXPECTED = {
         "links": ['no id "nowhere.md"', 'no id "nosuch"'],
         "page": ["undefined TeX macro \\notamacro", "math element typeset 0 times",
                  "ended with \\end{pmatrix}"]},
+    "mathjax_missing": {"page": ["MathJax not loaded", "HTTP 404", "math element typeset 0 times"],
+                        "links": ["no file _static/mathjax/_case_missing.js"]},
 }
 
 
@@ -932,9 +940,14 @@ def case_site(built_html, tmp_path_factory):
                         if not l.startswith(("<!--", "     ")))
     text = (root / base).read_text()
     for name, snippet in CASE_SNIPPETS.items():
-        snippet = snippet.format(up=up, other=other, repo=repo, branch=branch, fixture=fixture)
         case = (root / base).with_name(f"_case_{name}.html")
-        case.write_text(inject(text, snippet))
+        if isinstance(snippet, tuple):
+            assert snippet[0] in text, f"{name}: {snippet[0]!r} is not in {base}"
+            case.write_text(text.replace(*snippet))
+        else:
+            snippet = snippet.format(up=up, other=other, repo=repo, branch=branch,
+                                     fixture=fixture)
+            case.write_text(inject(text, snippet))
     with serve(root) as url:
         yield CaseSite(root, base, pages, url)
 
