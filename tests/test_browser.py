@@ -580,6 +580,22 @@ def check_page(context, base_url: str, page_path: str, n_math: int) -> list[str]
     return problems
 
 
+def check_landing(context, base_url: str, expected: str) -> list[str]:
+    """Opening the book's address (``index.html``) lands on the first page of the toc."""
+    page = context.new_page()
+    problems: list[str] = []
+    try:
+        _watch(page, problems, "index.html")
+        page.goto(base_url, wait_until="load", timeout=TIMEOUT_MS)
+        try:
+            page.wait_for_url(base_url + expected, wait_until="load", timeout=10_000)
+        except Exception:  # noqa: BLE001 - reported, not raised
+            problems.append(f"opening {base_url} lands on {page.url}, not on {expected}")
+    finally:
+        page.close()
+    return problems
+
+
 def check_sidebar(context, base_url: str, pages: list[str]) -> list[str]:
     """From the first page, click each other page's sidebar link; land on it, with its title.
 
@@ -796,7 +812,8 @@ def test_page_renders_in_browser(built_html, context, book_url, page):
 
 
 def test_sidebar_navigation(built_html, context, book_url):
-    problems = check_sidebar(context, book_url, PAGES)
+    problems = check_landing(context, book_url, PAGES[0])
+    problems += check_sidebar(context, book_url, PAGES)
     assert_no_problems(problems)
 
 
@@ -1021,6 +1038,16 @@ def test_checks_report_a_sidebar_link_to_the_wrong_page(site_copy, context):
     with serve(root) as url:
         problems = check_sidebar(context, url, pages)
     assert any("landed on a page titled" in p for p in problems), problems
+
+
+def test_checks_report_a_broken_landing_redirect(site_copy, context):
+    root, pages = site_copy
+    (root / "index.html").write_text(
+        '<meta http-equiv="Refresh" content="0; url=book/_case_nowhere.html" />')
+    with serve(root) as url:
+        problems = check_landing(context, url, pages[0])
+    assert any("lands on" in p and "_case_nowhere.html" in p for p in problems), problems
+    assert any("HTTP 404" in p for p in problems), problems
 
 
 def test_checks_report_a_broken_search_index(site_copy, context, built_html):
