@@ -70,7 +70,13 @@ def style(init: str, **overrides) -> dict:
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float = 4.0,
            **kwargs):
-    """A new figure in the book style; returns ``(fig, axes)`` like ``plt.subplots``."""
+    """A new figure in the book style; returns ``(fig, axes)`` like ``plt.subplots``.
+
+    Args:
+      ncols, nrows: grid of axes.
+      width, height: size of one panel in inches.
+      **kwargs: passed to ``plt.subplots`` (e.g. ``sharey=True``).
+    """
     use_book_style()
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
                              constrained_layout=True, **kwargs)

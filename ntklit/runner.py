@@ -33,12 +33,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Param", "Chapter", "RunnerError", "ParameterError", "ChapterFailed", "find_root",
+__all__ = ["ALLOWED_TYPES", "PROFILES", "GENERATED_PAGES", "Param", "Chapter", "RunnerError",
+           "ParameterError", "ChapterFailed", "find_root",
            "chapters", "select", "read_parameters", "parse_overrides", "resolve_parameters",
            "load_profile", "detect_profile", "run_chapters", "build_html", "RunRecord",
-           "BuildPaths"]
+           "BuildPaths", "performance_page", "reproducibility_page", "package_versions",
+           "device_description", "cache_key"]
 
+#: Annotations allowed in a chapter's parameters cell.
 ALLOWED_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
+#: Profiles the runner accepts (``auto``: ``full`` when JAX sees a GPU, else ``quick``).
 PROFILES = ("quick", "full", "auto")
 
 
@@ -164,7 +168,15 @@ def chapters(root: Path) -> list[Chapter]:
 
 def select(root: Path, names: Sequence[str]) -> list[Chapter]:
     """Chapters by name: the full stem (``04_convergence``), its number (``04`` or ``4``) or
-    a unique prefix. No names selects every chapter."""
+    a unique prefix. No names selects every chapter.
+
+    Args:
+      root: repository root (holds ``_toc.yml``).
+      names: chapter names, numbers or prefixes; empty for all chapters in book order.
+
+    Raises:
+      RunnerError: a name matches no chapter or several (the message lists the chapters).
+    """
     every = chapters(root)
     if not names:
         return every
@@ -293,7 +305,12 @@ def detect_profile() -> str:
 
 
 def load_profile(chapter: Chapter, profile: str) -> dict[str, Any]:
-    """The parameter values of ``profile`` for ``chapter`` (``{}`` for quick: the defaults)."""
+    """The parameter values of ``profile`` for ``chapter`` (``{}`` for quick: the defaults).
+
+    Args:
+      chapter: the chapter; its full profile is ``book/profiles/<name>.yaml``.
+      profile: ``"quick"`` or ``"full"``.
+    """
     if profile not in ("quick", "full"):
         raise RunnerError(f"profile must be one of quick, full (or auto), got {profile!r}")
     if profile == "quick" or not chapter.profile_file.is_file():
@@ -311,6 +328,11 @@ def load_profile(chapter: Chapter, profile: str) -> dict[str, Any]:
 def resolve_parameters(chapter: Chapter, profile: str,
                        overrides: dict[str, Any]) -> dict[str, Any]:
     """Defaults, then the profile's values, then ``overrides``; every name and type checked.
+
+    Args:
+      chapter: the chapter.
+      profile: ``"quick"`` or ``"full"``.
+      overrides: ``-p`` values by name.
 
     Returns:
       The parameters to inject (only those that differ from the defaults, plus ``profile``).
@@ -391,12 +413,21 @@ def _nb_hash(path: Path) -> str:
 
 
 def cache_key(chapter: Chapter, params: dict[str, Any], src_hash: str) -> str:
+    """SHA-256 of the notebook's cells, the injected parameters and the ``ntklit`` source:
+    a chapter whose key equals that of its last successful run is skipped.
+
+    Args:
+      chapter: the chapter.
+      params: the parameters injected by the runner.
+      src_hash: hash of the ``ntklit`` package source.
+    """
     payload = json.dumps({"nb": _nb_hash(chapter.path), "params": params, "ntklit": src_hash},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages a chapter's result depends on."""
     from importlib import metadata
 
     out = {"python": platform.python_version()}
@@ -478,6 +509,20 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
                  paths: BuildPaths | None = None, fail_fast: bool = False,
                  log_output: bool = False, progress: bool = True) -> list[RunRecord]:
     """Execute chapters with papermill.
+
+    Args:
+      root: repository root.
+      names: chapters to run (see :func:`select`); empty for all.
+      profile: ``"quick"``, ``"full"`` or ``"auto"`` (full when JAX sees a GPU).
+      overrides: parameter values applied to every selected chapter.
+      force: re-run chapters even when their inputs are unchanged.
+      paths: output locations (default ``root/_build``).
+      fail_fast: stop at the first failing chapter.
+      log_output: stream the notebooks' stdout/stderr (their progress bars) to stderr.
+      progress: show papermill's per-cell progress bar.
+
+    Returns:
+      One :class:`RunRecord` per chapter (cached ones included).
 
     All chapters and parameters are validated before the first one runs. A chapter whose
     cache key (notebook, resolved parameters, ``ntklit`` source) matches its last successful
@@ -580,7 +625,12 @@ def _fmt_value(v: Any) -> str:
 
 
 def reproducibility_page(root: Path, paths: BuildPaths) -> str:
-    """Markdown of the reproducibility page, from the run records of the toc's chapters."""
+    """Markdown of the reproducibility page, from the run records of the toc's chapters.
+
+    Args:
+      root: repository root.
+      paths: output locations; records are read from ``paths.records``.
+    """
     lines = ["# Reproducibility", "",
              "Generated by the runner from the run records of this build: for every chapter, "
              "the profile, parameters, device, package versions, run time and status of the run "
@@ -640,6 +690,10 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 def performance_page(root: Path, paths: BuildPaths) -> str:
     """Markdown of the performance page, from ``benchmarks/results/*.json``.
+
+    Args:
+      root: repository root.
+      paths: output locations (unused; the signature every generated page shares).
 
     Each results file is a JSON object; the page shows its ``title`` (or file name), ``date``,
     ``device``, ``command``, ``config`` (a table of settings), ``summary`` (claims/targets with
@@ -722,6 +776,11 @@ def _stage(root: Path, paths: BuildPaths) -> Path:
 
 def build_html(root: Path, *, paths: BuildPaths | None = None, strict: bool = True) -> Path:
     """Build the HTML from the executed chapters; returns the path of ``index.html``.
+
+    Args:
+      root: repository root.
+      paths: output locations (default ``root/_build``).
+      strict: turn Sphinx warnings into errors (``-W --keep-going``).
 
     The new HTML replaces ``_build/html`` only if the build succeeds, so a failed build
     leaves the last good book in place.

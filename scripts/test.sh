@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: set up .venv, then pytest (unit tests, every chapter executed with
-# papermill in the quick profile, the book built with warnings as errors and checked).
+# The whole test suite: set up .venv and the browser, then pytest (unit tests, every chapter
+# executed with papermill in the quick profile, the book built with warnings as errors and
+# checked, in headless Chromium too).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k runner`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/install_browser.sh   # Debian's chromium for the browser tests (needs root or sudo)
 exec .venv/bin/python -m pytest "$@"

@@ -748,16 +748,7 @@ def book_url(built_html):
 #: Defects of the real book that are known, explained and waiting for a fix outside this file:
 #: a problem matching one of these patterns makes its test XFAIL (shown by ``-ra``) instead of
 #: fail, as long as nothing else is wrong. Delete an entry once its fix lands.
-KNOWN_DEFECTS = {
-    r"uncaught exception: Identifier 'THEBE_JS_URL' has already been declared":
-        "Sphinx 7.4 writes inline scripts registered after builder init twice "
-        "(sphinx-doc/sphinx#13402, fixed in Sphinx 8.2); sphinx-thebe's `const THEBE_JS_URL` "
-        "then throws a SyntaxError on every page. Fix: a small Sphinx extension that removes "
-        "duplicate script_files in html-page-context (see the issue-8 report).",
-    r"^book/api\.html: unresolved cross-reference '(PATCHES|NAMES|ALLOWED_TYPES)'$":
-        "docstrings refer to module constants with :data: that the API page does not "
-        "document (no #: doc comment), so the reference renders as plain text.",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def assert_no_problems(problems: list[str]) -> None:
