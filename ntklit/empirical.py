@@ -1,0 +1,849 @@
+"""Finite-width (empirical) NTK and NNGP, a fast path for FCNs, ensembles over seeds.
+
+The **empirical NTK** of a network :math:`f(\\theta, x) \\in \\mathbb{R}^k` at parameters
+:math:`\\theta` is
+
+.. math:: \\Theta_{ab}(x, x') = \\sum_p \\partial_{\\theta_p} f_a(x)\\, \\partial_{\\theta_p} f_b(x').
+
+With ``trace_outputs=True`` (the default, as neural-tangents' ``trace_axes=(-1,)``) the output
+axes are traced and divided by :math:`k`, giving an ``(N1, N2)`` matrix; otherwise the result has
+shape ``(N1, N2, k, k)``.
+
+The **empirical NNGP** of one network is, by default, the *readout-conditional* covariance
+
+.. math:: K(x, x') = \\mathbb{E}_{W^{L+1}, b^{L+1}}\\big[f(x) f(x')^\\top / k\\big]
+          = \\frac{\\sigma_w^2}{n_L} \\langle x^L(x), x^L(x') \\rangle + \\sigma_b^2,
+
+the covariance of the outputs given every layer but the last (NTK parameterization). Unlike the
+outer product :math:`f(x) f(x')^\\top` of a single network (``readout="output"``, neural-tangents'
+``empirical_nngp_fn``), which stays random at infinite width for a fixed number of outputs, it
+converges to the analytic NNGP as the width grows, with :math:`O(n^{-1/2})` fluctuations.
+
+Functions:
+
+* :func:`ntk`, :func:`nngp`: any stax network (FCN, CNN, ...) through neural-tangents'
+  ``empirical_ntk_fn`` in any of its implementations.
+* :func:`fcn_kernels`, :func:`fcn_ntk`: a fast path for fully connected networks that uses the
+  layer structure instead of Jacobians (see :func:`fcn_kernels`).
+* :func:`ensemble`, :func:`ensemble_kernels`, :func:`fcn_ensemble_kernels`: kernels of many
+  independently initialized networks at once (``vmap`` over seeds, chunked to fit memory).
+* :func:`fluctuation_stats`, :func:`relative_frobenius_error`: statistics over an ensemble.
+
+Reference for the neural-tangents implementations: Novak et al., "Fast Finite Width Neural
+Tangent Kernel", arXiv:2206.08720. The NTK: Jacot et al., arXiv:1806.07572.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import compat as _compat
+
+_compat.apply()
+
+import neural_tangents as nt  # noqa: E402  (needs the compat patches first)
+
+__all__ = [
+    "IMPLEMENTATIONS", "ACTIVATIONS", "Kernels", "FluctuationStats",
+    "ntk", "nngp", "kernels", "dense_layers", "fcn_kernels", "fcn_ntk",
+    "ensemble", "ensemble_kernels", "fcn_ensemble_kernels", "auto_chunk_size",
+    "fluctuation_stats", "relative_frobenius_error", "Sweep", "width_sweep",
+]
+
+#: neural-tangents' empirical NTK implementations by name (``nt.NtkImplementation``).
+IMPLEMENTATIONS: dict[str, int] = {
+    "auto": 0,
+    "jacobian_contraction": 1,
+    "ntk_vector_products": 2,
+    "structured_derivatives": 3,
+}
+
+
+def _relu(x):
+    return jnp.maximum(x, 0)
+
+
+def _erf(x):
+    return jax.scipy.special.erf(x)
+
+
+#: Elementwise activations understood by the FCN fast path. They match neural-tangents'
+#: ``stax.Relu()``, ``stax.Erf()`` (:math:`\mathrm{erf}(x)`), ``jnp.tanh`` and the identity.
+ACTIVATIONS: dict[str, Callable] = {
+    "relu": _relu,
+    "erf": _erf,
+    "tanh": jnp.tanh,
+    "linear": lambda x: x,
+}
+
+
+class Kernels(NamedTuple):
+    """An empirical NNGP and NTK pair.
+
+    Attributes:
+      nngp: shape ``(..., N1, N2)`` (or ``(..., N1, N2, k, k)`` untraced).
+      ntk: same shape as ``nngp``.
+    """
+
+    nngp: Any
+    ntk: Any
+
+
+class FluctuationStats(NamedTuple):
+    """Per-entry statistics of a kernel over an ensemble of networks.
+
+    Attributes:
+      mean: :math:`\\mathbb{E}[\\Theta]`, shape of one kernel.
+      var: unbiased sample variance :math:`\\mathrm{Var}[\\Theta]` (``ddof=1``).
+      normalized: :math:`\\mathrm{Var}[\\Theta] / \\mathbb{E}[\\Theta]^2` per entry.
+      n_samples: number of networks.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    normalized: np.ndarray
+    n_samples: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Input validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_inputs(x1, x2):
+    """Validate ``x1``/``x2`` and return them as arrays (``x2`` may be ``None``)."""
+    x1 = jnp.asarray(x1)
+    if x1.ndim < 2 or x1.shape[0] < 1:
+        raise ValueError(f"x1 must have shape (N1, ...) with N1 >= 1 and at least 2 axes, "
+                         f"got shape {x1.shape}")
+    if x2 is not None:
+        x2 = jnp.asarray(x2)
+        if x2.ndim != x1.ndim or x2.shape[1:] != x1.shape[1:] or x2.shape[0] < 1:
+            raise ValueError(f"x2 must have shape (N2, {', '.join(map(str, x1.shape[1:]))}) "
+                             f"like x1 = {x1.shape}, got {x2.shape}")
+    return x1, x2
+
+
+def _check_implementation(implementation) -> int:
+    if isinstance(implementation, str) and implementation in IMPLEMENTATIONS:
+        return IMPLEMENTATIONS[implementation]
+    if isinstance(implementation, (int, np.integer)) and int(implementation) in (0, 1, 2, 3):
+        return int(implementation)
+    raise ValueError(f"implementation must be one of {sorted(IMPLEMENTATIONS)} (or 0-3), "
+                     f"got {implementation!r}")
+
+
+def _check_readout(readout: str) -> None:
+    if readout not in ("conditional", "output"):
+        raise ValueError(f"readout must be 'conditional' or 'output', got {readout!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Any stax network: neural-tangents' implementations
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=128)
+def _nt_ntk_fn(apply_fn, implementation: int, trace_outputs: bool):
+    fn = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,) if trace_outputs else (),
+                             vmap_axes=0, implementation=implementation)
+    return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=128)
+def _nt_nngp_fn(apply_fn, trace_outputs: bool):
+    return jax.jit(nt.empirical_nngp_fn(apply_fn, trace_axes=(-1,) if trace_outputs else ()))
+
+
+def ntk(apply_fn: Callable, params, x1, x2=None, *,
+        implementation: str | int = "jacobian_contraction", trace_outputs: bool = True):
+    """Empirical NTK of any stax network via neural-tangents' ``empirical_ntk_fn``.
+
+    .. math:: \\Theta(x, x') = \\frac{1}{k}\\sum_a \\sum_p \\partial_{\\theta_p} f_a(x)\\,
+              \\partial_{\\theta_p} f_a(x')
+
+    Args:
+      apply_fn: ``apply_fn(params, x)`` of a stax network (e.g. from :mod:`ntklit.nets`).
+      params: its parameters (any initialization).
+      x1: inputs, shape ``(N1, ...)``.
+      x2: inputs, shape ``(N2, ...)`` with the same trailing shape; ``None`` means ``x1``.
+      implementation: ``"jacobian_contraction"`` (default, most reliable),
+        ``"ntk_vector_products"``, ``"structured_derivatives"`` or ``"auto"``
+        (arXiv:2206.08720), or the integer codes 1, 2, 3, 0.
+      trace_outputs: trace (and average) over the output axis, as ``trace_axes=(-1,)``.
+
+    Returns:
+      Array of shape ``(N1, N2)``, or ``(N1, N2, k, k)`` if ``trace_outputs=False``, in the
+      dtype of ``params``/inputs.
+
+    Raises:
+      ValueError: for mismatched input shapes or an unknown ``implementation``.
+    """
+    impl = _check_implementation(implementation)
+    x1, x2 = _check_inputs(x1, x2)
+    return _nt_ntk_fn(apply_fn, impl, bool(trace_outputs))(x1, x2, params)
+
+
+def _readout_path(params):
+    """Path (tuple of indices) of the last Dense/Conv-like ``(W, b)`` layer in stax params."""
+    found = None
+
+    def visit(node, path):
+        nonlocal found
+        if isinstance(node, (list, tuple)):
+            if (len(node) == 2 and hasattr(node[0], "ndim") and node[0].ndim >= 2
+                    and (node[1] is None or hasattr(node[1], "ndim"))):
+                found = path
+                return
+            for i, child in enumerate(node):
+                visit(child, path + (i,))
+
+    visit(params, ())
+    if found is None:
+        raise ValueError("params contain no (W, b) layer: expected stax params of a network "
+                         "ending in a Dense layer")
+    return found
+
+
+def _get_path(tree, path):
+    for i in path:
+        tree = tree[i]
+    return tree
+
+
+def _set_path(tree, path, value):
+    if not path:
+        return value
+    i, rest = path[0], path[1:]
+    items = list(tree)
+    items[i] = _set_path(items[i], rest, value)
+    return type(tree)(items) if isinstance(tree, tuple) else items
+
+
+@functools.lru_cache(maxsize=128)
+def _conditional_nngp_fn(apply_fn, path: tuple, trace_outputs: bool):
+    def fn(x1, x2, params):
+        def g(readout, x):
+            return apply_fn(_set_path(params, path, readout), x)
+
+        f = nt.empirical_ntk_fn(g, trace_axes=(-1,) if trace_outputs else (), vmap_axes=0,
+                                implementation=1)
+        return f(x1, x2, _get_path(params, path))
+
+    return jax.jit(fn)
+
+
+def nngp(apply_fn: Callable, params, x1, x2=None, *, readout: str = "conditional",
+         trace_outputs: bool = True):
+    """Empirical NNGP of one network.
+
+    ``readout="conditional"`` (default): the output covariance given all layers but the readout,
+    :math:`\\mathbb{E}_{W^{L+1}, b^{L+1}}[f(x) f(x')^\\top]/k`. In the NTK parameterization
+    (readout weights i.i.d. :math:`N(0,1)`) the output is linear in them, so this equals the NTK
+    restricted to the readout parameters, which is how it is computed here (a Jacobian
+    contraction over the readout layer only). It converges to the analytic NNGP as the width
+    grows. ``readout="output"``: the outer product :math:`f(x) f(x')^\\top / k` of this network
+    (neural-tangents' ``empirical_nngp_fn``), which does not converge for fixed :math:`k`.
+
+    Args:
+      apply_fn: ``apply_fn(params, x)`` of a stax network ending in a ``Dense`` readout.
+      params: its parameters, NTK parameterization for ``"conditional"``.
+      x1: inputs, shape ``(N1, ...)``.
+      x2: inputs, shape ``(N2, ...)``; ``None`` means ``x1``.
+      readout: ``"conditional"`` or ``"output"``.
+      trace_outputs: trace (and average) over the output axis.
+
+    Returns:
+      Array of shape ``(N1, N2)`` (or ``(N1, N2, k, k)`` if ``trace_outputs=False``).
+
+    Raises:
+      ValueError: for mismatched input shapes, an unknown ``readout``, or params without a
+        ``(W, b)`` readout layer.
+    """
+    _check_readout(readout)
+    x1, x2 = _check_inputs(x1, x2)
+    if readout == "output":
+        return _nt_nngp_fn(apply_fn, bool(trace_outputs))(x1, x2, params)
+    path = _readout_path(params)
+    return _conditional_nngp_fn(apply_fn, path, bool(trace_outputs))(x1, x2, params)
+
+
+def kernels(apply_fn: Callable, params, x1, x2=None, *,
+            implementation: str | int = "jacobian_contraction",
+            trace_outputs: bool = True) -> Kernels:
+    """Both :func:`nngp` (readout-conditional) and :func:`ntk` of any stax network.
+
+    Args:
+      apply_fn, params, x1, x2, implementation, trace_outputs: as in :func:`ntk`.
+
+    Returns:
+      :class:`Kernels` of arrays of shape ``(N1, N2)`` (``(N1, N2, k, k)`` untraced).
+    """
+    return Kernels(nngp(apply_fn, params, x1, x2, trace_outputs=trace_outputs),
+                   ntk(apply_fn, params, x1, x2, implementation=implementation,
+                       trace_outputs=trace_outputs))
+
+
+# ---------------------------------------------------------------------------------------------
+# FCN fast path
+# ---------------------------------------------------------------------------------------------
+
+
+def dense_layers(params) -> list[tuple[Any, Any]]:
+    """The ``(W, b)`` pairs of a stax FCN's parameters, in order.
+
+    Accepts the parameters of ``stax.serial(Dense, act, Dense, ..., Dense)`` (possibly nested,
+    with ``()`` for parameter-free layers such as activations or ``Flatten``) or a plain list of
+    ``(W, b)`` pairs. ``b`` may be ``None`` (``b_std=None``).
+
+    Args:
+      params: stax parameters.
+
+    Returns:
+      List of ``(W, b)`` with ``W`` of shape ``(n_in, n_out)`` and ``b`` of shape
+      ``(1, n_out)``, ``(n_out,)`` or ``None``.
+
+    Raises:
+      ValueError: if there is no layer, a ``W`` is not a matrix, or consecutive widths do not
+        match.
+    """
+    layers: list = []
+
+    def visit(node):
+        if isinstance(node, (list, tuple)):
+            if (len(node) == 2 and hasattr(node[0], "ndim")
+                    and (node[1] is None or hasattr(node[1], "ndim"))):
+                layers.append((node[0], node[1]))
+                return
+            for child in node:
+                visit(child)
+        elif node is not None and hasattr(node, "ndim"):
+            raise ValueError("params must be stax FCN parameters: (W, b) pairs and empty "
+                             f"tuples, found a bare array of shape {node.shape}")
+
+    visit(params)
+    if not layers:
+        raise ValueError("params contain no (W, b) layer")
+    for i, (W, b) in enumerate(layers):
+        if W.ndim != 2:
+            raise ValueError(f"layer {i}: W must be a matrix (n_in, n_out) for the FCN fast "
+                             f"path, got shape {W.shape} (use ntk() for CNNs)")
+        if min(W.shape) < 1:
+            raise ValueError(f"layer {i}: widths must be positive, W has shape {W.shape}")
+        if i and W.shape[0] != layers[i - 1][0].shape[1]:
+            raise ValueError(f"layer {i}: W has n_in = {W.shape[0]} but the previous layer has "
+                             f"n_out = {layers[i - 1][0].shape[1]}")
+        if b is not None and b.size != W.shape[1]:
+            raise ValueError(f"layer {i}: b has {b.size} entries, expected {W.shape[1]}")
+    return layers
+
+
+def _check_fcn_args(activation, W_std, b_std, parameterization):
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or a callable, "
+                             f"got {activation!r}")
+        phi = ACTIVATIONS[activation]
+    elif callable(activation):
+        phi = activation
+    else:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or a callable, "
+                         f"got {activation!r}")
+    if parameterization not in ("ntk", "standard"):
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got "
+                         f"{parameterization!r}")
+    if parameterization == "ntk":
+        if not (np.isfinite(W_std) and W_std > 0):
+            raise ValueError(f"W_std must be a positive number, got {W_std!r}")
+        if b_std is not None and not (np.isfinite(b_std) and b_std >= 0):
+            raise ValueError(f"b_std must be a non-negative number or None, got {b_std!r}")
+    return phi
+
+
+def _fcn_forward_backward(layers, x, phi, W_std, b_std, parameterization):
+    """Activations entering each Dense layer and backpropagated output gradients.
+
+    Returns:
+      ``acts``: list over layers of arrays ``(N, n_in_l)``; ``deltas``: list over layers of
+      ``(N, k, n_out_l)`` with ``deltas[l][i, a, j] = d f_a(x_i) / d h^l_j(x_i)`` where
+      ``h^l`` is the output of Dense layer ``l``; ``alphas``/``betas``: the weight and bias
+      multipliers of each layer.
+    """
+    acts, pre, alphas, betas = [], [], [], []
+    h = x
+    for i, (W, b) in enumerate(layers):
+        a = h if i == 0 else phi(h)
+        acts.append(a)
+        if parameterization == "ntk":
+            alpha = W_std / math.sqrt(W.shape[0])
+            beta = 0.0 if (b is None or b_std is None) else b_std
+        else:
+            alpha, beta = 1.0, (0.0 if b is None else 1.0)
+        alphas.append(alpha)
+        betas.append(beta)
+        h = alpha * (a @ W)
+        if beta:
+            h = h + beta * b.reshape(1, -1)
+        pre.append(h)
+    k = h.shape[-1]
+    n = x.shape[0]
+    delta = jnp.broadcast_to(jnp.eye(k, dtype=h.dtype), (n, k, k))
+    deltas = [None] * len(layers)
+    deltas[-1] = delta
+    for i in range(len(layers) - 1, 0, -1):
+        W = layers[i][0]
+        back = alphas[i] * jnp.einsum("nak,jk->naj", delta, W)
+        _, dphi = jax.jvp(phi, (pre[i - 1],), (jnp.ones_like(pre[i - 1]),))
+        delta = back * dphi[:, None, :]
+        deltas[i - 1] = delta
+    return acts, deltas, alphas, betas
+
+
+@functools.partial(jax.jit, static_argnames=("phi", "W_std", "b_std", "parameterization",
+                                              "trace_outputs", "same"))
+def _fcn_kernels_jit(layers, x1, x2, *, phi, W_std, b_std, parameterization, trace_outputs,
+                     same):
+    a1, d1, alphas, betas = _fcn_forward_backward(layers, x1, phi, W_std, b_std,
+                                                  parameterization)
+    if same:
+        a2, d2 = a1, d1
+    else:
+        a2, d2, _, _ = _fcn_forward_backward(layers, x2, phi, W_std, b_std, parameterization)
+    k = d1[-1].shape[1]
+    theta = None
+    cov = None
+    for l in range(len(layers)):
+        cov = alphas[l] ** 2 * (a1[l] @ a2[l].T) + betas[l] ** 2
+        if trace_outputs:
+            g = jnp.einsum("iak,jak->ij", d1[l], d2[l]) / k
+            term = cov * g
+        else:
+            g = jnp.einsum("iak,jbk->ijab", d1[l], d2[l])
+            term = cov[:, :, None, None] * g
+        theta = term if theta is None else theta + term
+    if trace_outputs:
+        nngp_ = cov
+    else:
+        nngp_ = cov[:, :, None, None] * jnp.eye(k, dtype=cov.dtype)
+    return nngp_, theta
+
+
+def fcn_kernels(params, x1, x2=None, *, activation: str | Callable = "relu",
+                W_std: float = 1.0, b_std: float | None = 0.0,
+                parameterization: str = "ntk", trace_outputs: bool = True) -> Kernels:
+    """Empirical NNGP and NTK of a fully connected network from its layer structure.
+
+    For ``f = h^{L+1}``, ``h^l = \\alpha_l x^{l-1} W^l + \\beta_l b^l``, ``x^l = \\phi(h^l)``
+    (``\\alpha_l = \\sigma_w/\\sqrt{n_{l-1}}``, ``\\beta_l = \\sigma_b`` in NTK
+    parameterization), the gradient of ``f_a`` with respect to ``W^l_{ij}`` is
+    ``\\alpha_l x^{l-1}_i \\delta^l_{aj}`` with ``\\delta^l_a = \\partial f_a / \\partial h^l``,
+    so the NTK is a sum over layers of Hadamard products of Gram matrices:
+
+    .. math:: \\Theta(x, x') = \\sum_{l=1}^{L+1} \\big(\\alpha_l^2 \\langle x^{l-1}(x),
+              x^{l-1}(x')\\rangle + \\beta_l^2\\big)\\,
+              \\tfrac{1}{k}\\textstyle\\sum_a \\langle \\delta^l_a(x), \\delta^l_a(x')\\rangle
+
+    and the readout-conditional NNGP is the ``l = L+1`` activation factor
+    :math:`\\alpha_{L+1}^2 \\langle x^L(x), x^L(x')\\rangle + \\beta_{L+1}^2`. The cost is one
+    forward and ``k`` backward passes per input plus ``O(N_1 N_2 n)`` per layer, instead of
+    ``O(N_1 N_2 P)`` for a Jacobian contraction over ``P ~ L n^2`` parameters.
+
+    Args:
+      params: stax parameters of ``serial(Dense, act, ..., Dense)`` or a list of ``(W, b)``
+        (see :func:`dense_layers`). The activation is applied between consecutive Dense layers.
+      x1: inputs, shape ``(N1, n_0)``.
+      x2: inputs, shape ``(N2, n_0)``; ``None`` means ``x1`` (and reuses its passes).
+      activation: ``"relu"``, ``"erf"``, ``"tanh"``, ``"linear"`` or an elementwise callable.
+      W_std: weight standard deviation :math:`\\sigma_w` (positive).
+      b_std: bias standard deviation :math:`\\sigma_b` (non-negative) or ``None`` (no bias).
+      parameterization: ``"ntk"`` or ``"standard"`` (stax' conventions).
+      trace_outputs: average over the ``k`` outputs (``(N1, N2)`` result) or keep them
+        (``(N1, N2, k, k)``).
+
+    Returns:
+      :class:`Kernels` ``(nngp, ntk)`` in the dtype of the inputs/params.
+
+    Raises:
+      ValueError: for mismatched shapes or an unknown activation/parameterization.
+    """
+    phi = _check_fcn_args(activation, W_std, b_std, parameterization)
+    x1, x2 = _check_inputs(x1, x2)
+    layers = dense_layers(params)
+    if x1.ndim != 2:
+        raise ValueError(f"x1 must have shape (N1, n_0) for the FCN fast path, got {x1.shape}")
+    if x1.shape[1] != layers[0][0].shape[0]:
+        raise ValueError(f"x1 has {x1.shape[1]} features but the first layer expects "
+                         f"n_0 = {layers[0][0].shape[0]}")
+    layers = [(W, b) for W, b in layers]
+    out = _fcn_kernels_jit(layers, x1, x1 if x2 is None else x2, phi=phi, W_std=float(W_std),
+                           b_std=None if b_std is None else float(b_std),
+                           parameterization=parameterization,
+                           trace_outputs=bool(trace_outputs), same=x2 is None)
+    return Kernels(*out)
+
+
+def fcn_ntk(params, x1, x2=None, **kwargs):
+    """Empirical NTK of an FCN by the fast path; see :func:`fcn_kernels`.
+
+    Args:
+      params: stax FCN parameters or a list of ``(W, b)``.
+      x1: inputs ``(N1, n_0)``.
+      x2: inputs ``(N2, n_0)`` or ``None``.
+      **kwargs: ``activation``, ``W_std``, ``b_std``, ``parameterization``, ``trace_outputs``
+        as in :func:`fcn_kernels`.
+
+    Returns:
+      Array of shape ``(N1, N2)`` (``(N1, N2, k, k)`` if ``trace_outputs=False``).
+    """
+    return fcn_kernels(params, x1, x2, **kwargs).ntk
+
+
+# ---------------------------------------------------------------------------------------------
+# Ensembles over seeds
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def auto_chunk_size(init_fn: Callable, input_shape: Sequence[int], n_samples: int, *,
+                    memory_bytes: int = 2 ** 30, overhead: float = 4.0) -> int:
+    """How many networks to evaluate at once so that their parameters fit a memory budget.
+
+    Estimates one network's footprint as ``overhead`` times its parameter bytes (parameters,
+    their sampling and the activations of a small batch) from ``jax.eval_shape(init_fn)``.
+
+    Args:
+      init_fn: stax ``init_fn(key, input_shape)``.
+      input_shape: e.g. ``(-1, n_0)``.
+      n_samples: ensemble size (upper bound of the result).
+      memory_bytes: budget.
+      overhead: multiplier on parameter bytes.
+
+    Returns:
+      An integer in ``[1, n_samples]``.
+    """
+    n_samples = _check_positive_int("n_samples", n_samples)
+    shapes = jax.eval_shape(lambda k: init_fn(k, tuple(input_shape))[1], jax.random.key(0))
+    nbytes = sum(math.prod(s.shape) * s.dtype.itemsize for s in jax.tree_util.tree_leaves(shapes))
+    per = max(1.0, overhead * nbytes)
+    return int(max(1, min(n_samples, memory_bytes // per)))
+
+
+@functools.lru_cache(maxsize=64)
+def _ensemble_runner(fn, init_fn, input_shape):
+    @jax.jit
+    def run(keys, args):
+        return jax.vmap(lambda k: fn(init_fn(k, input_shape)[1], *args))(keys)
+
+    return run
+
+
+def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
+             n_samples: int, *, args: tuple = (), chunk_size: int | None = None,
+             memory_bytes: int = 2 ** 30):
+    """Evaluate ``fn(params, *args)`` for ``n_samples`` independently initialized networks.
+
+    The networks are drawn with ``init_fn(k_i, input_shape)`` for ``k_i`` in
+    ``jax.random.split(key, n_samples)``, and ``fn`` is vectorized over them with ``jax.vmap``,
+    ``chunk_size`` networks at a time (one compiled function per ``(fn, init_fn,
+    input_shape)``, cached across calls; the last chunk is padded). Pass arrays such as inputs
+    through ``args`` (not a closure) so that the compiled function is reused.
+
+    Args:
+      fn: hashable function ``fn(params, *args)`` returning a pytree of arrays (a module-level
+        function or a frozen dataclass; a fresh closure recompiles on every call).
+      init_fn: stax ``init_fn(key, input_shape) -> (output_shape, params)``; any initialization
+        (e.g. ``ntklit.nets.fcn(..., init="orthogonal")[0]``).
+      key: a JAX PRNG key.
+      input_shape: input shape for ``init_fn``, e.g. ``(-1, n_0)``.
+      n_samples: number of networks (positive).
+      args: extra array arguments of ``fn``.
+      chunk_size: networks per vectorized call; ``None`` picks one with
+        :func:`auto_chunk_size` for ``memory_bytes``.
+      memory_bytes: memory budget used when ``chunk_size`` is ``None``.
+
+    Returns:
+      ``fn``'s pytree with a leading axis of size ``n_samples``.
+
+    Raises:
+      ValueError: for a non-positive ``n_samples`` or ``chunk_size``.
+    """
+    n_samples = _check_positive_int("n_samples", n_samples)
+    input_shape = tuple(int(d) for d in input_shape)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(init_fn, input_shape, n_samples, memory_bytes=memory_bytes)
+    chunk_size = min(_check_positive_int("chunk_size", chunk_size), n_samples)
+    keys = jax.random.split(key, n_samples)
+    n_chunks = -(-n_samples // chunk_size)
+    pad = n_chunks * chunk_size - n_samples
+    if pad:
+        keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (pad,) + keys.shape[1:])])
+    run = _ensemble_runner(fn, init_fn, input_shape)
+    outs = [run(keys[i * chunk_size:(i + 1) * chunk_size], tuple(args))
+            for i in range(n_chunks)]
+    out = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
+    return jax.tree_util.tree_map(lambda x: x[:n_samples], out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NtKernels:
+    """Hashable ``fn(params, x1, x2)`` giving :class:`Kernels` via neural-tangents."""
+
+    apply_fn: Callable
+    implementation: int
+    trace_outputs: bool
+
+    def __call__(self, params, x1, x2):
+        path = _readout_path(params)
+        return Kernels(
+            _conditional_nngp_fn(self.apply_fn, path, self.trace_outputs)(x1, x2, params),
+            _nt_ntk_fn(self.apply_fn, self.implementation, self.trace_outputs)(x1, x2, params))
+
+
+@dataclasses.dataclass(frozen=True)
+class _FcnKernels:
+    """Hashable ``fn(params, x1, x2)`` giving :class:`Kernels` by the FCN fast path."""
+
+    phi: Callable
+    W_std: float
+    b_std: float | None
+    parameterization: str
+    trace_outputs: bool
+    same: bool
+
+    def __call__(self, params, x1, x2):
+        return Kernels(*_fcn_kernels_jit(
+            dense_layers(params), x1, x2, phi=self.phi, W_std=self.W_std, b_std=self.b_std,
+            parameterization=self.parameterization, trace_outputs=self.trace_outputs,
+            same=self.same))
+
+
+def ensemble_kernels(init_fn: Callable, apply_fn: Callable, key, x1, x2=None, *,
+                     n_samples: int, implementation: str | int = "jacobian_contraction",
+                     trace_outputs: bool = True, chunk_size: int | None = None,
+                     memory_bytes: int = 2 ** 30) -> Kernels:
+    """NNGP and NTK (:func:`kernels`) of ``n_samples`` independently initialized networks.
+
+    Args:
+      init_fn, apply_fn: a stax network (FCN or CNN, any initialization).
+      key: a JAX PRNG key.
+      x1: inputs, shape ``(N1, ...)``; x2: ``(N2, ...)`` or ``None``.
+      n_samples: ensemble size; chunk_size, memory_bytes: see :func:`ensemble`.
+      implementation, trace_outputs: see :func:`ntk`.
+
+    Returns:
+      :class:`Kernels` with arrays of shape ``(n_samples, N1, N2)``.
+    """
+    impl = _check_implementation(implementation)
+    n_samples = _check_positive_int("n_samples", n_samples)
+    x1, x2 = _check_inputs(x1, x2)
+    fn = _NtKernels(apply_fn, impl, bool(trace_outputs))
+    return ensemble(fn, init_fn, key, (-1,) + tuple(x1.shape[1:]), n_samples,
+                    args=(x1, x2), chunk_size=chunk_size, memory_bytes=memory_bytes)
+
+
+def fcn_ensemble_kernels(init_fn: Callable, key, x1, x2=None, *, n_samples: int,
+                         activation: str | Callable = "relu", W_std: float = 1.0,
+                         b_std: float | None = 0.0, parameterization: str = "ntk",
+                         trace_outputs: bool = True, chunk_size: int | None = None,
+                         memory_bytes: int = 2 ** 30) -> Kernels:
+    """:func:`fcn_kernels` of ``n_samples`` independently initialized FCNs, vectorized.
+
+    Args:
+      init_fn: stax ``init_fn`` of an FCN (e.g. ``ntklit.nets.fcn(...)[0]``).
+      key: a JAX PRNG key.
+      x1: inputs ``(N1, n_0)``; x2: ``(N2, n_0)`` or ``None``.
+      n_samples: ensemble size; chunk_size, memory_bytes: see :func:`ensemble`.
+      activation, W_std, b_std, parameterization, trace_outputs: as for :func:`fcn_kernels`;
+        they must describe the network ``init_fn`` builds.
+
+    Returns:
+      :class:`Kernels` with arrays of shape ``(n_samples, N1, N2)``.
+    """
+    phi = _check_fcn_args(activation, W_std, b_std, parameterization)
+    n_samples = _check_positive_int("n_samples", n_samples)
+    x1, x2 = _check_inputs(x1, x2)
+    if x1.ndim != 2:
+        raise ValueError(f"x1 must have shape (N1, n_0) for the FCN fast path, got {x1.shape}")
+    same = x2 is None
+    fn = _FcnKernels(phi, float(W_std), None if b_std is None else float(b_std),
+                     parameterization, bool(trace_outputs), same)
+    return ensemble(fn, init_fn, key, (-1, x1.shape[1]), n_samples,
+                    args=(x1, x1 if same else x2), chunk_size=chunk_size,
+                    memory_bytes=memory_bytes)
+
+
+class Sweep(NamedTuple):
+    """Empirical kernels of ensembles over a range of widths (from :func:`width_sweep`).
+
+    Attributes:
+      widths: ``(W,)`` int array.
+      inits: the initializations, e.g. ``("gaussian", "orthogonal")``.
+      nngp: ``{init: (W, S, N1, N2) array}`` of readout-conditional NNGPs.
+      ntk: ``{init: (W, S, N1, N2) array}`` of NTKs.
+      nngp_ref: ``(N1, N2)`` analytic infinite-width NNGP (``kernel_fn``).
+      ntk_ref: ``(N1, N2)`` analytic infinite-width NTK.
+    """
+
+    widths: np.ndarray
+    inits: tuple
+    nngp: dict
+    ntk: dict
+    nngp_ref: np.ndarray
+    ntk_ref: np.ndarray
+
+    def errors(self, kind: str) -> dict:
+        """``{init: (W, S) array}`` of relative Frobenius errors to the analytic kernel.
+
+        Args:
+          kind: ``"nngp"`` or ``"ntk"``.
+        """
+        if kind not in ("nngp", "ntk"):
+            raise ValueError(f"kind must be 'nngp' or 'ntk', got {kind!r}")
+        samples, ref = (self.nngp, self.nngp_ref) if kind == "nngp" else (self.ntk, self.ntk_ref)
+        return {i: relative_frobenius_error(samples[i], ref) for i in self.inits}
+
+
+def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: int,
+                inits: Sequence[str] = ("gaussian", "orthogonal"), fcn: dict | None = None,
+                implementation: str | int = "jacobian_contraction",
+                chunk_size: int | None = None, memory_bytes: int = 2 ** 30,
+                progress: bool = True) -> Sweep:
+    """Empirical NNGP/NTK of ``n_samples`` networks per width and initialization.
+
+    For every ``width`` and ``init``, ``build(width, init)`` must return a stax triple
+    ``(init_fn, apply_fn, kernel_fn)`` (e.g. ``functools.partial(ntklit.nets.fcn, 1)`` called
+    as ``nets.fcn(1, width, init=init, ...)``); the ensemble is drawn with :func:`ensemble`
+    from independent keys ``fold_in(fold_in(key, init_index), width)``. The analytic kernels come
+    from the ``kernel_fn`` of the first width (it does not depend on width or init).
+
+    Args:
+      build: ``build(width, init) -> (init_fn, apply_fn, kernel_fn)``.
+      widths: positive ints.
+      x1: inputs ``(N, ...)``.
+      key: a JAX PRNG key.
+      n_samples: networks per (width, init), positive.
+      inits: initialization names passed to ``build``.
+      fcn: ``None`` (neural-tangents' ``implementation``, any network) or a dict with the
+        FCN's ``activation``, ``W_std``, ``b_std`` (and optionally ``parameterization``) to use
+        the fast path :func:`fcn_kernels`.
+      implementation: see :func:`ntk` (used when ``fcn`` is ``None``).
+      chunk_size, memory_bytes: see :func:`ensemble`.
+      progress: show a ``tqdm`` progress bar.
+
+    Returns:
+      :class:`Sweep`.
+
+    Raises:
+      ValueError: for empty or non-positive ``widths``, bad ``n_samples``, empty ``inits``.
+    """
+    if isinstance(widths, (int, np.integer)) or len(widths) == 0:
+        raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
+    widths = [_check_positive_int("widths", w) for w in widths]
+    n_samples = _check_positive_int("n_samples", n_samples)
+    inits = tuple(inits)
+    if not inits:
+        raise ValueError("inits must name at least one initialization, e.g. ('gaussian',)")
+    x1, _ = _check_inputs(x1, None)
+    if fcn is not None:
+        fcn = dict(fcn)
+        unknown = set(fcn) - {"activation", "W_std", "b_std", "parameterization"}
+        if unknown:
+            raise ValueError(f"fcn keys must be among activation, W_std, b_std, "
+                             f"parameterization, got {sorted(unknown)}")
+    from tqdm.auto import tqdm
+
+    nngp_, ntk_ = {i: [] for i in inits}, {i: [] for i in inits}
+    ref = None
+    bar = tqdm(total=len(widths) * len(inits), desc="widths x inits", disable=not progress)
+    for w in widths:
+        for j, init in enumerate(inits):
+            init_fn, apply_fn, kernel_fn = build(w, init)
+            if ref is None:
+                ref = kernel_fn(x1, None, ("nngp", "ntk"))
+            k = jax.random.fold_in(jax.random.fold_in(key, j), w)
+            if fcn is not None:
+                K = fcn_ensemble_kernels(init_fn, k, x1, n_samples=n_samples,
+                                         chunk_size=chunk_size, memory_bytes=memory_bytes,
+                                         **fcn)
+            else:
+                K = ensemble_kernels(init_fn, apply_fn, k, x1, n_samples=n_samples,
+                                     implementation=implementation, chunk_size=chunk_size,
+                                     memory_bytes=memory_bytes)
+            nngp_[init].append(np.asarray(K.nngp, dtype=np.float64))
+            ntk_[init].append(np.asarray(K.ntk, dtype=np.float64))
+            bar.update(1)
+    bar.close()
+    return Sweep(np.asarray(widths), inits, {i: np.stack(v) for i, v in nngp_.items()},
+                 {i: np.stack(v) for i, v in ntk_.items()},
+                 np.asarray(ref.nngp, dtype=np.float64), np.asarray(ref.ntk, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def fluctuation_stats(samples, axis: int = 0) -> FluctuationStats:
+    """Mean, variance and normalized fluctuation of kernels over an ensemble, per entry.
+
+    .. math:: \\mathrm{normalized} = \\mathrm{Var}[\\Theta] / \\mathbb{E}[\\Theta]^2
+
+    Args:
+      samples: array with the ensemble on ``axis``, e.g. ``(n_samples, N1, N2)``.
+      axis: the ensemble axis.
+
+    Returns:
+      :class:`FluctuationStats` (numpy float64 arrays of the per-kernel shape).
+
+    Raises:
+      ValueError: with fewer than 2 samples on ``axis``.
+    """
+    s = np.asarray(samples, dtype=np.float64)
+    if s.ndim == 0 or not -s.ndim <= axis < s.ndim:
+        raise ValueError(f"axis must index an axis of samples (ndim {s.ndim}), got {axis}")
+    n = s.shape[axis]
+    if n < 2:
+        raise ValueError(f"samples needs at least 2 entries on axis {axis}, got {n}")
+    mean = s.mean(axis=axis)
+    var = s.var(axis=axis, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalized = var / mean ** 2
+    return FluctuationStats(mean, var, normalized, n)
+
+
+def relative_frobenius_error(K, K_ref):
+    """Relative Frobenius error :math:`\\|K - K_\\mathrm{ref}\\|_F / \\|K_\\mathrm{ref}\\|_F`.
+
+    Args:
+      K: kernels of shape ``(..., N1, N2)`` (e.g. an ensemble ``(S, N1, N2)``).
+      K_ref: reference of shape ``(N1, N2)`` (broadcast against ``K``).
+
+    Returns:
+      numpy array of shape ``K.shape[:-2]`` (a float for a single kernel).
+
+    Raises:
+      ValueError: if the trailing shapes differ or ``K_ref`` is zero.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    K_ref = np.asarray(K_ref, dtype=np.float64)
+    if K.ndim < 2 or K_ref.shape != K.shape[-2:]:
+        raise ValueError(f"K must have shape (..., N1, N2) with (N1, N2) = K_ref.shape "
+                         f"{K_ref.shape}, got {K.shape}")
+    ref = np.linalg.norm(K_ref)
+    if ref == 0:
+        raise ValueError("K_ref must be non-zero")
+    err = np.linalg.norm(K - K_ref, axis=(-2, -1)) / ref
+    return float(err) if err.ndim == 0 else err
