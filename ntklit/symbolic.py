@@ -655,20 +655,32 @@ def duals(activation: str) -> dict[str, sp.Expr]:
 def lambdify_duals(activation: str):
     """Numpy callables ``(k, kdot)`` of ``(q1, q2, q12)`` from the sympy duals (float64).
 
-    For ReLU the cosine is clipped to [-1, 1] before ``arccos`` (round-off only).
+    For ReLU the angle forms ``k_theta``, ``kdot_theta`` are lambdified and evaluated at
+    :math:`\theta = \arccos(\mathrm{clip}(q_{12}/\sqrt{q_1 q_2}, -1, 1))`, so that round-off
+    in the cosine cannot produce NaN.
     """
     d = duals(activation)
-    fk = sp.lambdify((q1, q2, q12), d["k"], "numpy")
-    fd = sp.lambdify((q1, q2, q12), d["kdot"], "numpy")
     if activation == "relu":
-        def clip(f):
-            def g(a, b, c):
-                a, b, c = (np.asarray(v, dtype=np.float64) for v in (a, b, c))
-                c = np.clip(c, -np.sqrt(a * b), np.sqrt(a * b))
-                return f(a, b, c)
-            return g
-        return clip(fk), clip(fd)
-    return fk, fd
+        th = sp.Symbol("theta", real=True)
+        kt = sp.lambdify(th, d["k_theta"], "numpy")
+        kdt = sp.lambdify(th, d["kdot_theta"], "numpy")
+
+        def angle(a, b, c):
+            a, b, c = (np.asarray(v, dtype=np.float64) for v in (a, b, c))
+            s = np.sqrt(a * b)
+            return s, np.arccos(np.clip(c / s, -1.0, 1.0))
+
+        def k(a, b, c):
+            s, t = angle(a, b, c)
+            return s * kt(t)
+
+        def kdot(a, b, c):
+            _, t = angle(a, b, c)
+            return kdt(t) + 0.0 * t
+
+        return k, kdot
+    return (sp.lambdify((q1, q2, q12), d["k"], "numpy"),
+            sp.lambdify((q1, q2, q12), d["kdot"], "numpy"))
 
 
 def gaussian_expectation_numeric(f, g, q1_: float, q2_: float, q12_: float, *,

@@ -117,6 +117,12 @@ def test_duals_against_numerical_integration(act):
         assert abs(fd(*q) - S.gaussian_expectation_numeric(df, df, *q, method=method)) < 1e-10
 
 
+def test_relu_lambdified_duals_finite_at_parallel_inputs():
+    k, kd = S.lambdify_duals("relu")
+    assert k(2.0, 2.0, 2.0 + 1e-15) == pytest.approx(1.0, rel=1e-15)  # E[relu(u)^2] = q/2
+    assert kd(2.0, 3.0, -np.sqrt(6.0)) == 0.0 and kd(1.0, 1.0, 1.0) == 0.5
+
+
 def test_erf_dual_derivative_is_kdot():
     d = S.erf_duals()
     assert sp.simplify(sp.diff(d["k"], S.q12) - d["kdot"]) == 0
