@@ -39,6 +39,7 @@ infinite-width gradient-descent limit is the deterministic kernel prediction
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,7 @@ def weight_layers(params) -> list[tuple[int, ...]]:
     return [tuple(w.shape) for w in _weights(params)]
 
 
+@functools.lru_cache(maxsize=32)
 def default_ntk_fn(apply_fn: Callable) -> Callable:
     """``ntk_fn(params, x) -> (M, M)``: empirical NTK traced over outputs.
 
@@ -185,6 +187,99 @@ def _rel_change(new, old):
 
 def _tree_where(c, a, b):
     return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every,
+              stop_at_target, target_v, max_loss_v, vectorize):
+    """The compiled per-run programs ``(start, segment, ntk)``, vmapped if ``vectorize``.
+
+    Cached on the network's ``apply_fn`` and the training configuration; the data are
+    arguments, so calls that differ only in data, seeds, learning rates or ``init_fn`` (e.g.
+    Gaussian vs orthogonal initialization of one architecture) reuse the compiled programs.
+    """
+    tx = optax.trace(decay=momentum) if momentum else optax.identity()
+
+    def init_run(params, key, D):
+        f0 = (lambda x: apply_fn(params, x)) if center else (lambda x: jnp.zeros(()))
+        return {"params": params, "params0": params, "opt": tx.init(params),
+                "active": jnp.array(True), "div_step": jnp.array(-1, jnp.int32),
+                "tgt_step": jnp.array(-1, jnp.int32),
+                "f0": {"train": f0(D["x_train"]), "eval": f0(D["x_eval"]),
+                       "test": f0(D["x_test"])},
+                "key": jax.random.fold_in(key, 1)}
+
+    def out(st, params, x, which):
+        return apply_fn(params, x) - st["f0"][which]
+
+    def metrics(st, D):
+        p = st["params"]
+        fe = out(st, p, D["x_eval"], "eval")
+        ft = out(st, p, D["x_test"], "test")
+        w = [_rel_change(a, b) for a, b in zip(_weights(p), _weights(st["params0"]))]
+        return {"loss": _loss_value(loss, fe, D["y_eval"]), "acc": _accuracy(fe, D["y_eval"]),
+                "test_loss": _loss_value(loss, ft, D["y_test"]),
+                "test_acc": _accuracy(ft, D["y_test"]),
+                "w": jnp.stack(w), "f_eval": fe, "f_test": ft}
+
+    def one_step(st, lr, t, D):
+        x_train, y_train = D["x_train"], D["y_train"]
+        n = x_train.shape[0]
+        if batch_size is None:
+            xb, yb, f0b = x_train, y_train, st["f0"]["train"]
+        else:
+            n_batches = n // batch_size
+            epoch, pos = t // n_batches, t % n_batches
+            perm = jax.random.permutation(jax.random.fold_in(st["key"], epoch), n)
+            idx = jax.lax.dynamic_slice(perm, (pos * batch_size,), (batch_size,))
+            xb, yb = x_train[idx], y_train[idx]
+            f0b = st["f0"]["train"][idx] if center else st["f0"]["train"]
+
+        def loss_fn(p):
+            return _loss_value(loss, apply_fn(p, xb) - f0b, yb)
+
+        lv, g = jax.value_and_grad(loss_fn)(st["params"])
+        upd, opt = tx.update(g, st["opt"], st["params"])
+        new = jax.tree_util.tree_map(lambda p, u: p - lr * u, st["params"], upd)
+        sq = sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(new))
+        ok = jnp.isfinite(lv) & jnp.isfinite(sq) & (lv <= max_loss_v)
+        go = st["active"] & ok
+        newly_div = st["active"] & ~ok
+        st = dict(st)
+        st["params"] = _tree_where(go, new, st["params"])
+        st["opt"] = _tree_where(go, opt, st["opt"])
+        st["active"] = go
+        st["div_step"] = jnp.where(newly_div, t, st["div_step"]).astype(jnp.int32)
+        return st
+
+    def after_record(st, t_now, D):
+        m = metrics(st, D)
+        reached = (m["acc"] >= target_v) & (st["div_step"] < 0)
+        st = dict(st)
+        st["tgt_step"] = jnp.where(reached & (st["tgt_step"] < 0), t_now,
+                                   st["tgt_step"]).astype(jnp.int32)
+        if stop_at_target:
+            st["active"] = st["active"] & ~reached
+        return st, m
+
+    def segment(st, lr, t0, D):
+        def body(s, i):
+            return one_step(s, lr, t0 + i, D), None
+
+        st, _ = jax.lax.scan(body, st, jnp.arange(record_every))
+        return after_record(st, t0 + record_every, D)
+
+    def start(params, key, D):
+        return after_record(init_run(params, key, D), 0, D)
+
+    def ntk_eval(st, D):
+        return ntk_fn(st["params"], D["x_ntk"])
+
+    if vectorize:
+        return (jax.jit(jax.vmap(start, in_axes=(0, 0, None))),
+                jax.jit(jax.vmap(segment, in_axes=(0, 0, None, None))),
+                jax.jit(jax.vmap(ntk_eval, in_axes=(0, None))))
+    return jax.jit(start), jax.jit(segment), jax.jit(ntk_eval)
 
 
 def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
@@ -295,93 +390,22 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
         ntk_fn = default_ntk_fn(apply_fn)
     input_shape = (-1,) + tuple(x_train.shape[1:])
     bsz = n if batch_size is None else batch_size
-    n_batches = n // bsz
-    tx = optax.trace(decay=float(momentum)) if momentum else optax.identity()
-    max_loss_v = jnp.inf if max_loss is None else float(max_loss)
     target_v = 2.0 if target_accuracy is None else float(target_accuracy)
+    max_loss_v = float("inf") if max_loss is None else float(max_loss)
+    D = {"x_train": x_train, "y_train": y_train, "x_eval": x_eval_, "y_eval": y_eval_,
+         "x_test": x_test_, "y_test": y_test_, "x_ntk": x_ntk_}
+    j_start, j_segment, j_ntk = _programs(
+        apply_fn, ntk_fn, loss, batch_size, float(momentum), bool(center), record_every,
+        bool(stop_at_target), target_v, max_loss_v, bool(vectorize))
 
-    # ------------------------------------------------------------------ per-run programs
-    def init_run(key):
-        params = init_fn(jax.random.fold_in(key, 0), input_shape)[1]
-        f0 = (lambda x: apply_fn(params, x)) if center else (lambda x: jnp.zeros(()))
-        return {"params": params, "params0": params, "opt": tx.init(params),
-                "active": jnp.array(True), "div_step": jnp.array(-1, jnp.int32),
-                "tgt_step": jnp.array(-1, jnp.int32),
-                "f0": {"train": f0(x_train), "eval": f0(x_eval_), "test": f0(x_test_)},
-                "key": jax.random.fold_in(key, 1)}
+    def init_params(key):
+        return init_fn(jax.random.fold_in(key, 0), input_shape)[1]
 
-    def out(st, params, x, which):
-        return apply_fn(params, x) - st["f0"][which]
-
-    def metrics(st):
-        p = st["params"]
-        fe = out(st, p, x_eval_, "eval")
-        ft = out(st, p, x_test_, "test")
-        w = [_rel_change(a, b) for a, b in zip(_weights(p), _weights(st["params0"]))]
-        return {"loss": _loss_value(loss, fe, y_eval_), "acc": _accuracy(fe, y_eval_),
-                "test_loss": _loss_value(loss, ft, y_test_), "test_acc": _accuracy(ft, y_test_),
-                "w": jnp.stack(w), "f_eval": fe, "f_test": ft}
-
-    def one_step(st, lr, t):
-        if batch_size is None:
-            xb, yb, f0b = x_train, y_train, st["f0"]["train"]
-        else:
-            epoch, pos = t // n_batches, t % n_batches
-            perm = jax.random.permutation(jax.random.fold_in(st["key"], epoch), n)
-            idx = jax.lax.dynamic_slice(perm, (pos * bsz,), (bsz,))
-            xb, yb = x_train[idx], y_train[idx]
-            f0b = st["f0"]["train"][idx] if center else st["f0"]["train"]
-
-        def loss_fn(p):
-            return _loss_value(loss, apply_fn(p, xb) - f0b, yb)
-
-        lv, g = jax.value_and_grad(loss_fn)(st["params"])
-        upd, opt = tx.update(g, st["opt"], st["params"])
-        new = jax.tree_util.tree_map(lambda p, u: p - lr * u, st["params"], upd)
-        sq = sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(new))
-        ok = jnp.isfinite(lv) & jnp.isfinite(sq) & (lv <= max_loss_v)
-        go = st["active"] & ok
-        newly_div = st["active"] & ~ok
-        st = dict(st)
-        st["params"] = _tree_where(go, new, st["params"])
-        st["opt"] = _tree_where(go, opt, st["opt"])
-        st["active"] = go
-        st["div_step"] = jnp.where(newly_div, t, st["div_step"]).astype(jnp.int32)
-        return st
-
-    def segment(st, lr, t0):
-        def body(s, i):
-            return one_step(s, lr, t0 + i), None
-
-        st, _ = jax.lax.scan(body, st, jnp.arange(record_every))
-        return after_record(st, t0 + record_every)
-
-    def after_record(st, t_now):
-        m = metrics(st)
-        reached = (m["acc"] >= target_v) & (st["div_step"] < 0)
-        st = dict(st)
-        st["tgt_step"] = jnp.where(reached & (st["tgt_step"] < 0), t_now,
-                                   st["tgt_step"]).astype(jnp.int32)
-        if stop_at_target:
-            st["active"] = st["active"] & ~reached
-        return st, m
-
-    def start(key):
-        return after_record(init_run(key), 0)
-
-    def ntk_eval(st):
-        return ntk_fn(st["params"], x_ntk_)
-
-    # three compiled programs per call: start (init + first record), segment, NTK
-    if vectorize:
-        v = lambda f, axes: jax.jit(jax.vmap(f, in_axes=axes))  # noqa: E731
-        j_start = v(start, (0,))
-        j_segment = v(segment, (0, 0, None))
-        j_ntk = v(ntk_eval, (0,))
-        cs = chunk_size
-    else:
-        j_start, j_segment, j_ntk = jax.jit(start), jax.jit(segment), jax.jit(ntk_eval)
-        cs = 1
+    # Initialization runs outside the compiled programs, op by op: jax.random's samplers are
+    # jitted per shape and cached for the process, whereas inlining threefry into a larger
+    # program costs seconds of XLA compilation per sampler on CPU.
+    e_init = jax.vmap(init_params) if vectorize else init_params
+    cs = chunk_size if vectorize else 1
 
     # ------------------------------------------------------------------ grid loop
     run_lr = np.repeat(lrs, seed_arr.size)
@@ -404,16 +428,16 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
         else:
             keys = jax.random.key(int(run_seed[idx[0]]))
             lr_c = jnp.asarray(run_lr[idx[0]], dtype=x_train.dtype)
-        st, m = j_start(keys)
+        st, m = j_start(e_init(keys), keys, D)
         chunk_recs = [m]
-        chunk_ntk = [j_ntk(st)] if 0 in ntk_steps else []
+        chunk_ntk = [j_ntk(st, D)] if 0 in ntk_steps else []
         for r in range(1, T):
             t0 = int(record_steps[r - 1])
             if bool(jnp.any(st["active"])):
-                st, m = j_segment(st, lr_c, jnp.asarray(t0, jnp.int32))
+                st, m = j_segment(st, lr_c, jnp.asarray(t0, jnp.int32), D)
             chunk_recs.append(m)  # frozen runs: metrics unchanged
             if int(record_steps[r]) in ntk_steps:
-                chunk_ntk.append(j_ntk(st))
+                chunk_ntk.append(j_ntk(st, D))
             if bar is not None:
                 bar.update(1)
         ft, fte = m["f_eval"], m["f_test"]
