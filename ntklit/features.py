@@ -1,0 +1,770 @@
+"""Random features and sketches for the NTK of deep ReLU networks.
+
+The exact NTK of a fully-connected network costs :math:`O(N^2)` memory and :math:`O(N^3)` time
+for kernel regression on :math:`N` points. A feature map :math:`\\phi: \\mathbb{R}^d \\to
+\\mathbb{R}^m` with :math:`\\phi(x)^\\top \\phi(y) \\approx \\Theta(x, y)` replaces that by
+ridge regression in feature space, :math:`O(N m^2)` time and :math:`O(N m + m^2)` memory.
+This module implements three such maps, in JAX, jit-compiled, batched over inputs and
+deterministic given a key:
+
+* ``"random_features"``: NTK random features (Han et al. 2021, arXiv:2104.01351): arc-cosine
+  random features of order 1 and 0 for every layer, combined layer by layer with a
+  TensorSketch (Pham & Pagh 2013) of the tensor product.
+* ``"orthogonal_features"``: the same, with every Gaussian projection drawn as stacked
+  Haar-orthogonal blocks with chi-distributed row norms (orthogonal random features, Yu et al.
+  2016, arXiv:1610.09072), so each row is still marginally Gaussian.
+* ``"sketch"``: the NTK sketch (Zandieh et al. 2021, arXiv:2106.07880): the arc-cosine
+  functions are replaced by polynomials with nonnegative coefficients, whose feature maps are
+  sketched with TensorSRHT (Ahle et al. 2020, arXiv:1909.01410) and reduced with SRHTs.
+
+**Which kernel.** Every map targets the NTK that neural-tangents' analytic ``kernel_fn(x, y,
+"ntk")`` returns for ``stax.serial(*[Dense(w, W_std=sqrt(2), b_std=0), Relu()] * depth,
+Dense(out, W_std=sqrt(2), b_std=0))`` in the default NTK parameterization, i.e. ``depth``
+hidden ReLU layers, weight variance 2 (the He/critical choice, which keeps the diagonal
+constant through depth) and no biases. For it the kernel factorizes into norms and a function
+of the cosine :math:`t = \\hat x^\\top \\hat y` of the unit-norm inputs:
+
+.. math::
+
+   \\Theta(x, y) = \\frac{2\\|x\\|\\|y\\|}{d}\\,\\Theta_L(t),\\quad
+   \\Sigma_0 = \\Theta_0 = t,\\quad \\Sigma_h = \\kappa_1(\\Sigma_{h-1}),\\quad
+   \\Theta_h = \\Sigma_h + \\Theta_{h-1}\\,\\kappa_0(\\Sigma_{h-1}),
+
+with the arc-cosine functions :math:`\\kappa_0(t) = 1 - \\arccos(t)/\\pi` and
+:math:`\\kappa_1(t) = (\\sqrt{1-t^2} + (\\pi - \\arccos t)\\,t)/\\pi` (Cho & Saul 2009), see
+:func:`relu_ntk`. The feature maps work on unit-norm inputs and scale back by
+:math:`\\sqrt{2/d}\\,\\|x\\|`. Other ``W_std`` only rescale the kernel by
+:math:`(W_{std}^2/2)^{depth+1}`; biases break the factorization and are not supported.
+
+Ridge regression in feature space (:func:`ridge_select`) and with an exact kernel
+(:func:`kernel_ridge_select`) choose the regularization on a validation split; :func:`measure`
+records wall time, CPU time and peak memory of a call.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "METHODS", "FeatureMap", "feature_map", "ntk_random_features", "ntk_sketch",
+    "kappa0", "kappa1", "relu_ntk", "poly_relu_ntk", "arccos_poly_coefficients",
+    "relative_frobenius_error", "ridge_select", "kernel_ridge_select", "RidgeFit",
+    "measure", "Measurement",
+]
+
+#: The feature-map methods of :func:`feature_map`.
+METHODS: tuple[str, ...] = ("random_features", "orthogonal_features", "sketch")
+
+_MAX_DEPTH = 64
+_MAX_DEGREE = 32
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi else 'inf'}], "
+                         f"got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi else 'inf'}], "
+                         f"got {value}")
+    return int(value)
+
+
+def _check_inputs(x: Any, in_dim: int | None = None, name: str = "x") -> jnp.ndarray:
+    x = jnp.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (N, d) of flattened inputs, "
+                         f"got shape {x.shape}")
+    if in_dim is not None and x.shape[1] != in_dim:
+        raise ValueError(f"{name} must have {in_dim} columns (the map's in_dim), "
+                         f"got shape {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# exact kernels
+# --------------------------------------------------------------------------------------------
+
+def kappa0(t: jnp.ndarray) -> jnp.ndarray:
+    """Arc-cosine function of order 0, :math:`\\kappa_0(t) = 1 - \\arccos(t)/\\pi`.
+
+    It is :math:`2\\,\\mathbb{E}[\\mathrm{step}(u)\\mathrm{step}(v)]` for unit-variance Gaussians
+    with correlation ``t`` (Cho & Saul 2009).
+
+    Args:
+      t: cosines, any shape; clipped to [-1, 1].
+    """
+    t = jnp.clip(t, -1.0, 1.0)
+    return 1.0 - jnp.arccos(t) / jnp.pi
+
+
+def kappa1(t: jnp.ndarray) -> jnp.ndarray:
+    """Arc-cosine function of order 1.
+
+    :math:`\\kappa_1(t) = (\\sqrt{1-t^2} + (\\pi - \\arccos t)\\,t)/\\pi
+    = 2\\,\\mathbb{E}[\\mathrm{relu}(u)\\mathrm{relu}(v)]`, with :math:`\\kappa_1(1) = 1`.
+
+    Args:
+      t: cosines, any shape; clipped to [-1, 1].
+    """
+    t = jnp.clip(t, -1.0, 1.0)
+    return (jnp.sqrt(jnp.maximum(1.0 - t * t, 0.0)) + (jnp.pi - jnp.arccos(t)) * t) / jnp.pi
+
+
+def _ntk_of_cosine(t: jnp.ndarray, depth: int, k0: Callable, k1: Callable) -> jnp.ndarray:
+    sigma, theta = t, t
+    for _ in range(depth):
+        sigma, theta = k1(sigma), k1(sigma) + theta * k0(sigma)
+    return theta
+
+
+def _norms_and_cosines(x1: jnp.ndarray, x2: jnp.ndarray):
+    n1 = jnp.linalg.norm(x1, axis=1)
+    n2 = jnp.linalg.norm(x2, axis=1)
+    g = x1 @ x2.T
+    denom = jnp.outer(n1, n2)
+    t = jnp.where(denom > 0, g / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return n1, n2, jnp.clip(t, -1.0, 1.0)
+
+
+def relu_ntk(x1: Any, x2: Any | None = None, *, depth: int) -> jnp.ndarray:
+    """Closed-form NTK of a ReLU FCN with ``W_std = sqrt(2)``, ``b_std = 0`` (NTK param.).
+
+    An independent implementation of what neural-tangents' ``kernel_fn(x1, x2, "ntk")``
+    returns for ``depth`` hidden ReLU layers (see the module docstring):
+
+    .. math:: \\Theta(x, y) = \\tfrac{2\\|x\\|\\|y\\|}{d}\\,\\Theta_L(\\hat x^\\top \\hat y).
+
+    Args:
+      x1: inputs, shape ``(N1, d)``.
+      x2: inputs, shape ``(N2, d)``; ``None`` means ``x1``.
+      depth: number of hidden ReLU layers, >= 1.
+
+    Returns:
+      The kernel matrix, shape ``(N1, N2)``.
+
+    Raises:
+      ValueError: for a bad ``depth`` or input shapes.
+    """
+    depth = _check_int("depth", depth, 1, _MAX_DEPTH)
+    x1 = _check_inputs(x1, name="x1")
+    x2 = x1 if x2 is None else _check_inputs(x2, x1.shape[1], name="x2")
+    return _relu_ntk_jit(x1, x2, depth)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _relu_ntk_jit(x1, x2, depth):
+    n1, n2, t = _norms_and_cosines(x1, x2)
+    return (2.0 / x1.shape[1]) * jnp.outer(n1, n2) * _ntk_of_cosine(t, depth, kappa0, kappa1)
+
+
+@functools.lru_cache(maxsize=None)
+def arccos_poly_coefficients(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nonnegative polynomial approximations of :math:`\\kappa_0` and :math:`\\kappa_1`.
+
+    The NTK sketch (Zandieh et al. 2021, arXiv:2106.07880) needs polynomials
+    :math:`p(t) = \\sum_j c_j t^j` with :math:`c_j \\ge 0` (so that each term is a sketchable
+    polynomial kernel). Both arc-cosine functions have Taylor series with nonnegative
+    coefficients, but they converge slowly at :math:`t = \\pm 1`; like the paper we fit instead:
+    nonnegative least squares on a grid of [-1, 1] that is denser near the endpoints, with the
+    value at :math:`t = 1` (the kernel's diagonal) weighted heavily.
+
+    Args:
+      degree: polynomial degree, in [1, 32].
+
+    Returns:
+      ``(c0, c1)``, each of shape ``(degree + 1,)``, coefficients of :math:`t^0, \\ldots,
+      t^{degree}` for :math:`\\kappa_0` and :math:`\\kappa_1`, all >= 0.
+    """
+    from scipy.optimize import nnls
+
+    degree = _check_int("degree", degree, 1, _MAX_DEGREE)
+    grid = np.cos(np.linspace(np.pi, 0.0, 801))  # Chebyshev-like, dense near +-1
+    powers = grid[:, None] ** np.arange(degree + 1)[None, :]
+    weights = np.ones_like(grid)
+    weights[-1] = 100.0  # t = 1: keep the diagonal accurate
+    t = np.clip(grid, -1.0, 1.0)
+    targets = (1.0 - np.arccos(t) / np.pi,  # kappa0 in float64
+               (np.sqrt(np.maximum(1.0 - t * t, 0.0)) + (np.pi - np.arccos(t)) * t) / np.pi)
+    out = []
+    for target in targets:
+        coef, _ = nnls(powers * weights[:, None], target * weights)
+        out.append(coef)
+    return out[0], out[1]
+
+
+def poly_relu_ntk(x1: Any, x2: Any | None = None, *, depth: int, degree: int) -> jnp.ndarray:
+    """The NTK with :math:`\\kappa_0, \\kappa_1` replaced by their polynomial approximations.
+
+    This is the kernel whose expectation the NTK sketch estimates without bias at ``depth=1``
+    (and up to an :math:`O(1/m)` bias from normalization at larger depth); its distance to
+    :func:`relu_ntk` is the sketch's approximation floor.
+
+    Args:
+      x1: inputs, shape ``(N1, d)``.
+      x2: inputs, shape ``(N2, d)``; ``None`` means ``x1``.
+      depth: number of hidden ReLU layers, >= 1.
+      degree: degree of the polynomials (:func:`arccos_poly_coefficients`).
+
+    Returns:
+      The kernel matrix, shape ``(N1, N2)``.
+    """
+    depth = _check_int("depth", depth, 1, _MAX_DEPTH)
+    c0, c1 = arccos_poly_coefficients(degree)
+    x1 = _check_inputs(x1, name="x1")
+    x2 = x1 if x2 is None else _check_inputs(x2, x1.shape[1], name="x2")
+    n1, n2, t = _norms_and_cosines(x1, x2)
+    p0 = lambda s: jnp.polyval(jnp.asarray(c0[::-1], t.dtype), s)  # noqa: E731
+    p1 = lambda s: jnp.polyval(jnp.asarray(c1[::-1], t.dtype), s)  # noqa: E731
+    return (2.0 / x1.shape[1]) * jnp.outer(n1, n2) * _ntk_of_cosine(t, depth, p0, p1)
+
+
+def relative_frobenius_error(k_hat: Any, k: Any) -> float:
+    """:math:`\\|\\hat K - K\\|_F / \\|K\\|_F` (computed in float64 numpy).
+
+    Args:
+      k_hat: approximation, shape ``(N1, N2)``.
+      k: reference, same shape.
+    """
+    k_hat = np.asarray(k_hat, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    if k_hat.shape != k.shape:
+        raise ValueError(f"k_hat and k must have the same shape, got {k_hat.shape} and {k.shape}")
+    return float(np.linalg.norm(k_hat - k) / np.linalg.norm(k))
+
+
+# --------------------------------------------------------------------------------------------
+# sketching primitives
+# --------------------------------------------------------------------------------------------
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def _fwht(a: jnp.ndarray) -> jnp.ndarray:
+    """Unnormalized fast Walsh-Hadamard transform along the last axis (length a power of 2)."""
+    dim = a.shape[-1]
+    lead = a.shape[:-1]
+    h = 1
+    while h < dim:
+        a = a.reshape(lead + (dim // (2 * h), 2, h))
+        a = jnp.stack([a[..., 0, :] + a[..., 1, :], a[..., 0, :] - a[..., 1, :]], axis=-2)
+        h *= 2
+    return a.reshape(lead + (dim,))
+
+
+def _pad(a: jnp.ndarray, dim: int) -> jnp.ndarray:
+    return a if a.shape[-1] == dim else jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, dim - a.shape[-1])])
+
+
+def _rademacher(key, n):
+    return jax.random.rademacher(key, (n,), dtype=jnp.float32)
+
+
+def _srht_params(key, in_dim: int, out_dim: int) -> dict:
+    """SRHT :math:`a \\mapsto m^{-1/2} (H D a)_{i_1..i_m}`, indices uniform with replacement.
+
+    With the unnormalized Hadamard matrix, :math:`\\mathbb{E}_i[(HDa)_i (HDb)_i] = a^\\top b`
+    exactly for any signs, so the sketch is unbiased for the inner product.
+    """
+    dim = _next_pow2(in_dim)
+    k1, k2 = jax.random.split(key)
+    return {"signs": _rademacher(k1, dim),
+            "idx": jax.random.randint(k2, (out_dim,), 0, dim)}
+
+
+def _srht(p: dict, a: jnp.ndarray) -> jnp.ndarray:
+    dim = p["signs"].shape[0]
+    h = _fwht(_pad(a, dim) * p["signs"])
+    return h[..., p["idx"]] / jnp.sqrt(p["idx"].shape[0]).astype(a.dtype)
+
+
+def _tensor_srht_params(key, dim1: int, dim2: int, out_dim: int) -> dict:
+    """TensorSRHT (Ahle et al. 2020, arXiv:1909.01410) of :math:`a \\otimes b`."""
+    k1, k2 = jax.random.split(key)
+    return {"a": _srht_params(k1, dim1, out_dim), "b": _srht_params(k2, dim2, out_dim)}
+
+
+def _tensor_srht(p: dict, a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """Unbiased: :math:`\\mathbb{E}[S(a\\otimes b)^\\top S(a'\\otimes b')] = (a^\\top a')(b^\\top b')`."""
+    m = p["a"]["idx"].shape[0]
+    return _srht(p["a"], a) * _srht(p["b"], b) * jnp.sqrt(m).astype(a.dtype)
+
+
+def _count_sketch_params(key, in_dim: int, out_dim: int) -> dict:
+    k1, k2 = jax.random.split(key)
+    return {"h": jax.random.randint(k1, (in_dim,), 0, out_dim), "s": _rademacher(k2, in_dim)}
+
+
+def _count_sketch(p: dict, a: jnp.ndarray, out_dim: int) -> jnp.ndarray:
+    out = jnp.zeros(a.shape[:-1] + (out_dim,), a.dtype)
+    return out.at[..., p["h"]].add(a * p["s"])
+
+
+def _tensor_sketch(pa: dict, pb: dict, a: jnp.ndarray, b: jnp.ndarray, out_dim: int):
+    """TensorSketch (Pham & Pagh 2013) of :math:`a \\otimes b` via two count sketches and FFT."""
+    fa = jnp.fft.rfft(_count_sketch(pa, a, out_dim), axis=-1)
+    fb = jnp.fft.rfft(_count_sketch(pb, b, out_dim), axis=-1)
+    return jnp.fft.irfft(fa * fb, n=out_dim, axis=-1).astype(a.dtype)
+
+
+def _gaussian_rows(key, rows: int, cols: int, orthogonal: bool, block_size: int) -> jnp.ndarray:
+    """``rows x cols`` matrix whose rows are marginally N(0, I).
+
+    ``orthogonal=True`` (Yu et al. 2016, arXiv:1610.09072) stacks independent blocks of
+    :math:`b = \\min(\\mathrm{cols}, \\mathrm{block\\_size})` exactly orthonormal rows, each block
+    Haar-distributed (QR of a ``cols x b`` Gaussian with sign correction, Mezzadri 2007), and
+    rescales every row by an independent chi(cols) norm, so each row is still exactly
+    Gaussian while rows within a block are orthogonal. ``block_size`` caps the
+    :math:`O(\\mathrm{cols}\\, b^2)` cost of the QR per block.
+    """
+    if not orthogonal:
+        return jax.random.normal(key, (rows, cols), jnp.float32)
+    b = min(cols, block_size)
+    n_blocks = -(-rows // b)
+    kq, kn = jax.random.split(key)
+    q, r = jnp.linalg.qr(jax.random.normal(kq, (n_blocks, cols, b), jnp.float32))
+    q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
+    blocks = jnp.swapaxes(q, -1, -2).reshape(n_blocks * b, cols)[:rows]
+    norms = jnp.linalg.norm(jax.random.normal(kn, (rows, cols), jnp.float32), axis=1)
+    return blocks * norms[:, None]
+
+
+# --------------------------------------------------------------------------------------------
+# feature maps
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """A drawn NTK feature map; call it on inputs to get features.
+
+    Attributes:
+      method: one of :data:`METHODS`.
+      in_dim: input dimension ``d``.
+      depth: number of hidden ReLU layers ``L``.
+      dim: output feature dimension ``m``.
+      degree: polynomial degree (``"sketch"`` only, else ``None``).
+      params: the random parameters (a pytree of arrays).
+
+    Calling ``fmap(x, batch_size=...)`` on ``x`` of shape ``(N, in_dim)`` returns features of
+    shape ``(N, dim)`` with :math:`\\phi(x)^\\top\\phi(y) \\approx` :func:`relu_ntk`, computed
+    by a jit-compiled function in batches of ``batch_size`` rows (the last batch is padded, so
+    there is one compilation per map and batch size).
+    """
+
+    method: str
+    in_dim: int
+    depth: int
+    dim: int
+    degree: int | None
+    params: Any = field(repr=False)
+    _apply: Callable = field(repr=False, compare=False)
+
+    def __call__(self, x: Any, batch_size: int = 2048) -> jnp.ndarray:
+        x = _check_inputs(x, self.in_dim)
+        batch_size = _check_int("batch_size", batch_size, 1)
+        n = x.shape[0]
+        if n <= batch_size:
+            return self._apply(self.params, x)
+        outs = []
+        for start in range(0, n, batch_size):
+            chunk = x[start:start + batch_size]
+            rows = chunk.shape[0]
+            if rows < batch_size:
+                chunk = _pad(chunk.T, batch_size).T
+            outs.append(self._apply(self.params, chunk)[:rows])
+        return jnp.concatenate(outs, axis=0)
+
+
+def _split_dim(dim: int) -> tuple[int, int]:
+    """Feature dimension split: half for the NNGP part, half for the sketched product."""
+    m1 = dim // 2
+    return m1, dim - m1
+
+
+def _unit(x):
+    n = jnp.linalg.norm(x, axis=1, keepdims=True)
+    return x / jnp.where(n > 0, n, 1.0), n
+
+
+def ntk_random_features(key: jax.Array, in_dim: int, depth: int, dim: int, *,
+                        orthogonal: bool = False, block_size: int = 1024) -> FeatureMap:
+    """NTK random features (Han et al. 2021, arXiv:2104.01351).
+
+    With :math:`m_1 = \\lfloor m/2 \\rfloor` and :math:`m_s = m - m_1`, for layers
+    :math:`h = 1..L`, starting from :math:`\\phi_0 = \\psi_0 = \\hat x`:
+
+    .. math::
+
+       \\phi_h = \\sqrt{2/m_1}\\,\\mathrm{relu}(W_h \\phi_{h-1}),\\quad
+       \\dot\\phi_h = \\sqrt{2/m_1}\\,\\mathrm{step}(W_h \\phi_{h-1}),\\quad
+       \\psi_h = [\\phi_h,\\ \\mathrm{TS}(\\psi_{h-1} \\otimes \\dot\\phi_h)],
+
+    with a Gaussian (or orthogonal, Yu et al. 2016) :math:`W_h` of :math:`m_1` rows and a
+    TensorSketch TS of dimension :math:`m_s`. One projection serves both orders (the order-0
+    features are the derivative of the order-1 ones, :math:`\\mathrm{relu}' = \\mathrm{step}`:
+    they are the gradient features of a random ReLU network); each order alone is unbiased,
+    and this halves the cost. Then :math:`\\phi_h^\\top\\phi_h' \\approx
+    \\Sigma_h`, :math:`\\dot\\phi_h^\\top\\dot\\phi_h' \\approx \\kappa_0(\\Sigma_{h-1})` and
+    :math:`\\psi_L^\\top \\psi_L' \\approx \\Theta_L`; the output is
+    :math:`\\sqrt{2/d}\\,\\|x\\|\\,\\psi_L(\\hat x)`. At ``depth=1`` the estimate is exactly
+    unbiased; deeper, the random norms of :math:`\\phi_{h-1}` add an :math:`O(1/m)` bias.
+
+    Args:
+      key: a JAX PRNG key; the map is a deterministic function of it.
+      in_dim: input dimension ``d`` >= 1.
+      depth: number of hidden ReLU layers ``L`` in [1, 64].
+      dim: output dimension ``m`` >= 4.
+      orthogonal: draw the projections from orthogonal blocks (``"orthogonal_features"``).
+      block_size: largest orthogonal block (``orthogonal=True`` only), >= 1.
+
+    Returns:
+      A :class:`FeatureMap`.
+
+    Raises:
+      ValueError: for invalid ``in_dim``, ``depth`` or ``dim``.
+    """
+    in_dim = _check_int("in_dim", in_dim, 1)
+    depth = _check_int("depth", depth, 1, _MAX_DEPTH)
+    dim = _check_int("dim", dim, 4)
+    block_size = _check_int("block_size", block_size, 1)
+    m1, ms = _split_dim(dim)
+    layers = []
+    prev_phi, prev_psi = in_dim, in_dim
+    for lkey in jax.random.split(key, depth):
+        kw, ka, kb = jax.random.split(lkey, 3)
+        layers.append({
+            "w": _gaussian_rows(kw, m1, prev_phi, orthogonal, block_size),
+            "cs_psi": _count_sketch_params(ka, prev_psi, ms),
+            "cs_dot": _count_sketch_params(kb, m1, ms),
+        })
+        prev_phi, prev_psi = m1, dim
+    apply = functools.partial(_rf_apply, m1=m1, ms=ms)
+    method = "orthogonal_features" if orthogonal else "random_features"
+    return FeatureMap(method, in_dim, depth, dim, None, layers, apply)
+
+
+@functools.partial(jax.jit, static_argnames=("m1", "ms"))
+def _rf_apply(layers, x, *, m1, ms):
+    u, norms = _unit(x)
+    phi, psi = u, u
+    c = jnp.sqrt(2.0 / m1).astype(x.dtype)
+    for p in layers:
+        z = phi @ p["w"].T.astype(x.dtype)
+        dot = c * (z > 0).astype(x.dtype)
+        phi = c * jax.nn.relu(z)
+        psi = jnp.concatenate(
+            [phi, _tensor_sketch(p["cs_psi"], p["cs_dot"], psi, dot, ms)], axis=-1)
+    return jnp.sqrt(2.0 / x.shape[1]).astype(x.dtype) * norms * psi
+
+
+def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
+               degree: int = 8) -> FeatureMap:
+    """The NTK sketch (Zandieh et al. 2021, arXiv:2106.07880).
+
+    :math:`\\kappa_1, \\kappa_0` are replaced by polynomials :math:`p_1(t) = \\sum_j a_j t^j`,
+    :math:`p_0(t) = \\sum_j b_j t^j` with nonnegative coefficients
+    (:func:`arccos_poly_coefficients`). The polynomial kernel's features
+    :math:`z_j \\approx \\phi_{h-1}^{\\otimes j}` are built with a chain of TensorSRHTs,
+    :math:`z_1 = \\phi_{h-1}`, :math:`z_j = \\mathrm{TSRHT}(z_{j-1} \\otimes \\phi_{h-1})`, and
+
+    .. math::
+
+       \\phi_h = S\\,[\\sqrt{a_j} z_j]_{j=0}^q,\\quad
+       \\dot\\phi_h = S'\\,[\\sqrt{b_j} z_j]_{j=0}^q,\\quad
+       \\psi_h = [\\phi_h,\\ \\mathrm{TSRHT}(\\psi_{h-1} \\otimes \\dot\\phi_h)],
+
+    with SRHTs :math:`S, S'` to :math:`m_1 = \\lfloor m/2\\rfloor` dimensions and the product
+    sketched to :math:`m - m_1`. Every sketch is unbiased for inner products, so the map
+    estimates :func:`poly_relu_ntk` (without bias at ``depth=1``); the output is scaled by
+    :math:`\\sqrt{2/d}\\,\\|x\\|`. Cost per input :math:`O(L\\,q\\,m \\log(q m))`.
+
+    Args:
+      key: a JAX PRNG key; the map is a deterministic function of it.
+      in_dim: input dimension ``d`` >= 1.
+      depth: number of hidden ReLU layers ``L`` in [1, 64].
+      dim: output dimension ``m`` >= 4.
+      degree: polynomial degree ``q`` in [1, 32].
+
+    Returns:
+      A :class:`FeatureMap`.
+
+    Raises:
+      ValueError: for invalid ``in_dim``, ``depth``, ``dim`` or ``degree``.
+    """
+    in_dim = _check_int("in_dim", in_dim, 1)
+    depth = _check_int("depth", depth, 1, _MAX_DEPTH)
+    dim = _check_int("dim", dim, 4)
+    degree = _check_int("degree", degree, 1, _MAX_DEGREE)
+    c0, c1 = arccos_poly_coefficients(degree)
+    m1, ms = _split_dim(dim)
+    layers = []
+    prev_phi, prev_psi = in_dim, in_dim
+    for lkey in jax.random.split(key, depth):
+        keys = jax.random.split(lkey, degree + 2)
+        chain, zdim = [], prev_phi
+        for j in range(2, degree + 1):
+            chain.append(_tensor_srht_params(keys[j], zdim, prev_phi, m1))
+            zdim = m1
+        full = 1 + prev_phi + (degree - 1) * m1
+        layers.append({
+            "chain": chain,
+            "s1": _srht_params(keys[0], full, m1),
+            "s0": _srht_params(keys[1], full, m1),
+            "prod": _tensor_srht_params(keys[degree + 1], prev_psi, m1, ms),
+        })
+        prev_phi, prev_psi = m1, dim
+    apply = functools.partial(_sketch_apply, c0=tuple(map(float, c0)),
+                              c1=tuple(map(float, c1)))
+    return FeatureMap("sketch", in_dim, depth, dim, degree, layers, apply)
+
+
+@functools.partial(jax.jit, static_argnames=("c0", "c1"))
+def _sketch_apply(layers, x, *, c0, c1):
+    u, norms = _unit(x)
+    phi, psi = u, u
+    one = jnp.ones(x.shape[:-1] + (1,), x.dtype)
+    for p in layers:
+        zs = [phi]
+        for cp in p["chain"]:
+            zs.append(_tensor_srht(cp, zs[-1], phi))
+        cat1 = jnp.concatenate([math.sqrt(c1[0]) * one]
+                               + [math.sqrt(c1[j + 1]) * z for j, z in enumerate(zs)], axis=-1)
+        cat0 = jnp.concatenate([math.sqrt(c0[0]) * one]
+                               + [math.sqrt(c0[j + 1]) * z for j, z in enumerate(zs)], axis=-1)
+        phi = _srht(p["s1"], cat1)
+        dot = _srht(p["s0"], cat0)
+        psi = jnp.concatenate([phi, _tensor_srht(p["prod"], psi, dot)], axis=-1)
+    return jnp.sqrt(2.0 / x.shape[1]).astype(x.dtype) * norms * psi
+
+
+def feature_map(key: jax.Array, method: str, in_dim: int, depth: int, dim: int, *,
+                degree: int = 8, block_size: int = 1024) -> FeatureMap:
+    """Draw an NTK feature map by name.
+
+    Args:
+      key: a JAX PRNG key.
+      method: ``"random_features"``, ``"orthogonal_features"`` or ``"sketch"``.
+      in_dim: input dimension ``d``.
+      depth: number of hidden ReLU layers.
+      dim: output dimension ``m``.
+      degree: polynomial degree (``"sketch"`` only).
+      block_size: largest orthogonal block (``"orthogonal_features"`` only).
+
+    Returns:
+      A :class:`FeatureMap`.
+
+    Raises:
+      ValueError: for an unknown ``method`` or invalid sizes.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method == "sketch":
+        return ntk_sketch(key, in_dim, depth, dim, degree=degree)
+    return ntk_random_features(key, in_dim, depth, dim,
+                               orthogonal=(method == "orthogonal_features"),
+                               block_size=block_size)
+
+
+# --------------------------------------------------------------------------------------------
+# ridge regression
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """Result of ridge regression with the regularization chosen on a validation split.
+
+    Attributes:
+      ridge: the chosen relative regularization (see :func:`ridge_select`).
+      ridges: the candidates, shape ``(R,)``.
+      val_accuracy: validation accuracy of every candidate, shape ``(R,)``.
+      coef: fitted coefficients: primal weights ``(m, C)`` for features, dual ``(N, C)`` for
+        kernels.
+      dual: whether ``coef`` are dual coefficients.
+    """
+
+    ridge: float
+    ridges: np.ndarray
+    val_accuracy: np.ndarray
+    coef: np.ndarray
+    dual: bool
+
+    def predict(self, a: Any) -> np.ndarray:
+        """Predictions ``a @ coef``: ``a`` are test features ``(N', m)`` for a primal fit, or
+        the test-train kernel ``(N', N)`` (or test features times train features) for a dual
+        fit. Returns shape ``(N', C)``."""
+        return np.asarray(a, dtype=np.float64) @ self.coef
+
+
+def _check_ridge_args(y, labels_val, ridges, n_train, n_val):
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != n_train:
+        raise ValueError(f"y_train must have shape (N, C) with N = {n_train}, got {y.shape}")
+    labels_val = np.asarray(labels_val)
+    if labels_val.shape != (n_val,):
+        raise ValueError(f"labels_val must have shape ({n_val},), got {labels_val.shape}")
+    ridges = np.atleast_1d(np.asarray(ridges, dtype=np.float64))
+    if ridges.ndim != 1 or ridges.size == 0 or np.any(ridges <= 0):
+        raise ValueError(f"ridges must be a non-empty list of positive floats, got {ridges}")
+    return y, labels_val, ridges
+
+
+def _accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    if pred.shape[1] == 1:
+        return float(np.mean((pred[:, 0] > 0) == (labels > 0)))
+    return float(np.mean(np.argmax(pred, axis=1) == labels))
+
+
+def _solve_all(gram, rhs, lambdas: np.ndarray) -> list[np.ndarray]:
+    """Solve (gram + lam I) w = rhs for every lam with one eigendecomposition.
+
+    Runs in JAX (on the default device: the GPU when there is one), in float64 when x64 is
+    enabled, and returns numpy arrays.
+    """
+    evals, evecs = jnp.linalg.eigh(jnp.asarray(gram))
+    proj = evecs.T @ jnp.asarray(rhs, evecs.dtype)
+    return [np.asarray(evecs @ (proj / (evals + lam)[:, None])) for lam in lambdas]
+
+
+def ridge_select(phi_train: Any, y_train: Any, phi_val: Any, labels_val: Any,
+                 ridges: Any = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)) -> RidgeFit:
+    """Ridge regression on features, regularization chosen by validation accuracy.
+
+    Solves :math:`(\\Phi^\\top\\Phi + \\lambda I)\\,W = \\Phi^\\top Y` in feature space,
+    :math:`O(N m^2 + m^3)` time and :math:`O(m^2)` extra memory, with
+    :math:`\\lambda = r\\,\\mathrm{tr}(\\Phi\\Phi^\\top)/N` for each relative ridge :math:`r`
+    (the same scale as :func:`kernel_ridge_select`, so both regularize a kernel the same way).
+    One eigendecomposition serves every candidate.
+
+    Args:
+      phi_train: training features, shape ``(N, m)``.
+      y_train: regression targets, shape ``(N, C)`` (one-hot for classification) or ``(N,)``.
+      phi_val: validation features, shape ``(N_val, m)``.
+      labels_val: validation class labels, shape ``(N_val,)`` (for ``C = 1``: sign labels).
+      ridges: relative regularizations to try, positive.
+
+    Returns:
+      A :class:`RidgeFit` with primal weights of shape ``(m, C)``.
+
+    Raises:
+      ValueError: for inconsistent shapes or non-positive ridges.
+    """
+    phi_train = np.asarray(phi_train, dtype=np.float64)
+    phi_val = np.asarray(phi_val, dtype=np.float64)
+    if phi_train.ndim != 2 or phi_val.ndim != 2 or phi_train.shape[1] != phi_val.shape[1]:
+        raise ValueError("phi_train and phi_val must be 2-D with the same number of columns, "
+                         f"got {phi_train.shape} and {phi_val.shape}")
+    y, labels_val, ridges = _check_ridge_args(y_train, labels_val, ridges, phi_train.shape[0],
+                                              phi_val.shape[0])
+    phi_j = jnp.asarray(phi_train)
+    gram = phi_j.T @ phi_j
+    scale = float(jnp.trace(gram)) / phi_train.shape[0]
+    ws = _solve_all(gram, np.asarray(phi_j.T @ jnp.asarray(y, phi_j.dtype)), ridges * scale)
+    acc = np.array([_accuracy(phi_val @ w, labels_val) for w in ws])
+    best = int(np.argmax(acc))
+    return RidgeFit(float(ridges[best]), ridges, acc, ws[best], False)
+
+
+def kernel_ridge_select(k_train: Any, y_train: Any, k_val_train: Any, labels_val: Any,
+                        ridges: Any = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)) -> RidgeFit:
+    """Exact kernel ridge regression, regularization chosen by validation accuracy.
+
+    Solves :math:`(K + \\lambda I)\\,\\alpha = Y` with :math:`\\lambda = r\\,\\mathrm{tr}(K)/N`,
+    :math:`O(N^3)` time, :math:`O(N^2)` memory; predictions are :math:`K_{*X}\\alpha`.
+
+    Args:
+      k_train: train-train kernel, shape ``(N, N)``.
+      y_train: targets, shape ``(N, C)`` or ``(N,)``.
+      k_val_train: validation-train kernel, shape ``(N_val, N)``.
+      labels_val: validation labels, shape ``(N_val,)``.
+      ridges: relative regularizations to try, positive.
+
+    Returns:
+      A :class:`RidgeFit` with dual coefficients of shape ``(N, C)``.
+    """
+    k_train = np.asarray(k_train, dtype=np.float64)
+    k_val_train = np.asarray(k_val_train, dtype=np.float64)
+    n = k_train.shape[0]
+    if k_train.shape != (n, n) or k_val_train.ndim != 2 or k_val_train.shape[1] != n:
+        raise ValueError("k_train must be (N, N) and k_val_train (N_val, N), got "
+                         f"{k_train.shape} and {k_val_train.shape}")
+    y, labels_val, ridges = _check_ridge_args(y_train, labels_val, ridges, n,
+                                              k_val_train.shape[0])
+    scale = np.trace(k_train) / n
+    alphas = _solve_all(k_train, y, ridges * scale)
+    acc = np.array([_accuracy(k_val_train @ a, labels_val) for a in alphas])
+    best = int(np.argmax(acc))
+    return RidgeFit(float(ridges[best]), ridges, acc, alphas[best], True)
+
+
+# --------------------------------------------------------------------------------------------
+# measuring time and memory
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Measurement:
+    """Wall time, CPU time (user + sys of this process) and peak extra resident memory."""
+
+    wall_s: float
+    cpu_s: float
+    peak_mem_mb: float
+
+
+def measure(fn: Callable[[], Any], *, interval_s: float = 0.005) -> tuple[Any, Measurement]:
+    """Run ``fn()`` and measure wall time, CPU time and peak resident memory above the start.
+
+    Memory is sampled from the process RSS (``psutil``) every ``interval_s`` in a thread, so
+    it includes JAX/XLA buffers that ``tracemalloc`` cannot see; JAX results are blocked on
+    before the clock stops.
+
+    Args:
+      fn: a function of no arguments.
+      interval_s: sampling interval of the memory thread.
+
+    Returns:
+      ``(result, Measurement)``.
+    """
+    import psutil
+
+    proc = psutil.Process(os.getpid())
+    base = proc.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    cpu0 = proc.cpu_times()
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+        out = jax.block_until_ready(out)
+    finally:
+        wall = time.perf_counter() - t0
+        cpu1 = proc.cpu_times()
+        stop.set()
+        thread.join()
+    peak[0] = max(peak[0], proc.memory_info().rss)
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    return out, Measurement(wall, cpu, (peak[0] - base) / 2 ** 20)

@@ -1,0 +1,189 @@
+"""Tests of ntklit.features: exact kernels, feature maps, ridge regression, input checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ntklit  # noqa: F401  (applies the neural-tangents compat patches)
+from ntklit import features as F
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _inputs(n=6, d=5, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+def _nt_kernel_fn(depth):
+    from neural_tangents import stax
+
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Dense(64, W_std=np.sqrt(2.0), b_std=0.0), stax.Relu()]
+    layers += [stax.Dense(1, W_std=np.sqrt(2.0), b_std=0.0)]
+    return stax.serial(*layers)[2]
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_relu_ntk_matches_neural_tangents(depth):
+    x, y = _inputs(5, 7, 0), _inputs(4, 7, 1)
+    expected = np.asarray(_nt_kernel_fn(depth)(x, y, "ntk"))
+    got = np.asarray(F.relu_ntk(x, y, depth=depth))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_relu_ntk_closed_form_limits():
+    # Theta_L(1) = L + 1 on the diagonal; orthogonal inputs: Sigma_1 = 1/pi, Theta_1 = 1/pi.
+    x = np.eye(4) * np.array([1.0, 2.0, 3.0, 4.0])[:, None]
+    for depth in (1, 2, 5):
+        k = np.asarray(F.relu_ntk(x, depth=depth))
+        np.testing.assert_allclose(np.diag(k), 2 * np.sum(x ** 2, 1) * (depth + 1) / 4,
+                                   rtol=1e-12)
+    k1 = np.asarray(F.relu_ntk(x, depth=1))
+    np.testing.assert_allclose(k1[0, 1], 2 * 1 * 2 / 4 / np.pi, rtol=1e-12)
+    np.testing.assert_allclose(float(F.kappa0(0.0)), 0.5)
+    np.testing.assert_allclose(float(F.kappa1(0.0)), 1 / np.pi)
+    np.testing.assert_allclose(float(F.kappa1(1.0)), 1.0)
+    np.testing.assert_allclose(float(F.kappa0(-1.0)), 0.0, atol=1e-15)
+
+
+def test_poly_coefficients_nonnegative_and_accurate():
+    t = np.linspace(-1, 1, 2001)
+    for degree, tol in ((4, 0.06), (8, 0.035), (16, 0.02)):
+        c0, c1 = F.arccos_poly_coefficients(degree)
+        assert c0.shape == c1.shape == (degree + 1,)
+        assert np.all(c0 >= 0) and np.all(c1 >= 0)
+        assert np.max(np.abs(np.polyval(c1[::-1], t) - np.asarray(F.kappa1(t)))) < tol
+        assert np.max(np.abs(np.polyval(c0[::-1], t) - np.asarray(F.kappa0(t)))) < 2 * tol
+        assert abs(np.sum(c1) - 1.0) < 1e-3  # kernel diagonal kept: p1(1) = kappa1(1) = 1
+    x = _inputs(8, 6)
+    err8 = F.relative_frobenius_error(F.poly_relu_ntk(x, depth=2, degree=8),
+                                      F.relu_ntk(x, depth=2))
+    err2 = F.relative_frobenius_error(F.poly_relu_ntk(x, depth=2, degree=2),
+                                      F.relu_ntk(x, depth=2))
+    assert err8 < 0.02 and err8 < err2
+
+
+@pytest.mark.parametrize("method", F.METHODS)
+def test_feature_map_unbiased_at_depth_one(method):
+    """Mean of phi(x) phi(y)^T over independent keys = the kernel within Monte Carlo error.
+
+    At depth 1 every estimator is exactly unbiased (for the sketch: for the polynomial NTK).
+    Each entry's mean over R keys is compared with the target at 5 standard errors (estimated
+    from the same R draws), so a wrong scale or a biased sketch fails.
+    """
+    x = _inputs(5, 6, seed=3).astype(np.float32)
+    target = (F.poly_relu_ntk(x, depth=1, degree=8) if method == "sketch"
+              else F.relu_ntk(x, depth=1))
+    target = np.asarray(target)
+    reps = 40
+    ests = []
+    for key in jax.random.split(jax.random.key(11), reps):
+        phi = np.asarray(F.feature_map(key, method, 6, 1, 64)(x), dtype=np.float64)
+        ests.append(phi @ phi.T)
+    ests = np.stack(ests)
+    mean, se = ests.mean(0), ests.std(0, ddof=1) / np.sqrt(reps)
+    assert np.all(se > 0)
+    z = np.abs(mean - target) / se
+    assert np.max(z) < 5.0, f"max z-score {np.max(z):.2f}"
+    # and a 2x wrong scale would be detected:
+    assert np.max(np.abs(mean - 2 * target) / se) > 5.0
+
+
+@pytest.mark.parametrize("method", F.METHODS)
+def test_feature_map_error_decreases_with_dim(method):
+    x = _inputs(20, 8, seed=4).astype(np.float32)
+    k = F.relu_ntk(x.astype(np.float64), depth=3)
+    errs = {}
+    for dim in (128, 2048):
+        e = []
+        for s in range(3):
+            phi = F.feature_map(jax.random.key(s), method, 8, 3, dim, block_size=128)(x)
+            e.append(F.relative_frobenius_error(phi @ phi.T, k))
+        errs[dim] = np.mean(e)
+    # m^-1/2 predicts a factor 4 between the two dims; ask for at least 2.
+    assert errs[2048] < errs[128] / 2, errs
+    # the sketch's chain of TensorSRHTs is noisier at depth 3 than the random features
+    assert errs[2048] < (0.35 if method == "sketch" else 0.2), errs
+
+
+def test_determinism_batching_and_zero_input():
+    x = _inputs(7, 5).astype(np.float32)
+    x[3] = 0.0
+    for method in F.METHODS:
+        a = F.feature_map(jax.random.key(0), method, 5, 2, 32)
+        b = F.feature_map(jax.random.key(0), method, 5, 2, 32)
+        c = F.feature_map(jax.random.key(1), method, 5, 2, 32)
+        pa = np.asarray(a(x))
+        assert pa.shape == (7, 32) and np.all(np.isfinite(pa))
+        np.testing.assert_array_equal(pa, np.asarray(b(x)))
+        assert not np.allclose(pa, np.asarray(c(x)))
+        np.testing.assert_allclose(np.asarray(a(x, batch_size=3)), pa, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(pa[3], 0.0)  # NTK without bias vanishes at x = 0
+
+
+def test_orthogonal_blocks_are_orthogonal():
+    fm = F.ntk_random_features(jax.random.key(0), 6, 1, 40, orthogonal=True)
+    w = np.asarray(fm.params[0]["w"], dtype=np.float64)  # (20, 6): blocks of 6 rows
+    block = w[:6] / np.linalg.norm(w[:6], axis=1, keepdims=True)
+    np.testing.assert_allclose(block @ block.T, np.eye(6), atol=1e-5)
+    iid = np.asarray(F.ntk_random_features(jax.random.key(0), 6, 1, 40).params[0]["w"])
+    g = iid[:6] / np.linalg.norm(iid[:6], axis=1, keepdims=True)
+    assert np.max(np.abs(g @ g.T - np.eye(6))) > 0.05
+
+
+def test_ridge_primal_equals_dual():
+    rng = np.random.default_rng(0)
+    phi, phi_val = rng.normal(size=(30, 12)), rng.normal(size=(10, 12))
+    labels = rng.integers(0, 3, 30)
+    y = np.eye(3)[labels]
+    labels_val = rng.integers(0, 3, 10)
+    ridges = [1e-3, 1e-1]
+    primal = F.ridge_select(phi, y, phi_val, labels_val, ridges)
+    dual = F.kernel_ridge_select(phi @ phi.T, y, phi_val @ phi.T, labels_val, ridges)
+    np.testing.assert_allclose(primal.val_accuracy, dual.val_accuracy)
+    for r in ridges:
+        p = F.ridge_select(phi, y, phi_val, labels_val, [r]).predict(phi_val)
+        d = F.kernel_ridge_select(phi @ phi.T, y, phi_val @ phi.T, labels_val,
+                                  [r]).predict(phi_val @ phi.T)
+        np.testing.assert_allclose(p, d, rtol=1e-8, atol=1e-10)
+    # a noiseless linear target is recovered exactly as the ridge goes to 0
+    w = rng.normal(size=(12, 3))
+    fit = F.ridge_select(phi, phi @ w, phi_val, np.argmax(phi_val @ w, 1), [1e-10])
+    np.testing.assert_allclose(fit.coef, w, rtol=1e-6, atol=1e-6)
+    assert fit.val_accuracy[0] == 1.0
+
+
+def test_measure():
+    out, m = F.measure(lambda: jnp.ones((1000, 1000)).sum())
+    assert float(out) == 1e6
+    assert m.wall_s > 0 and m.cpu_s >= 0 and m.peak_mem_mb >= 0
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: F.feature_map(jax.random.key(0), "nystrom", 4, 1, 16), "method must be one of"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 0, 16), "depth"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1.5, 16), "depth"),
+    (lambda: F.feature_map(jax.random.key(0), "random_features", 4, 1, 2), "dim"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, degree=0), "degree"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, degree=99), "degree"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 0, 1, 16), "in_dim"),
+    (lambda: F.ntk_random_features(jax.random.key(0), 4, 1, 16, orthogonal=True,
+                                   block_size=0), "block_size"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones((3, 5))),
+     "in_dim"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones(4)), "2-D"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones((3, 4)),
+                                                                    batch_size=0),
+     "batch_size"),
+    (lambda: F.relu_ntk(np.ones((3, 4)), depth=0), "depth"),
+    (lambda: F.ridge_select(np.ones((3, 2)), np.ones((3, 1)), np.ones((2, 2)), np.ones(2),
+                            [-1.0]), "ridges"),
+    (lambda: F.ridge_select(np.ones((3, 2)), np.ones((4, 1)), np.ones((2, 2)), np.ones(2)),
+     "y_train"),
+])
+def test_bad_arguments_raise(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
