@@ -693,16 +693,18 @@ class Sweep(NamedTuple):
       inits: the initializations, e.g. ``("gaussian", "orthogonal")``.
       nngp: ``{init: (W, S, N1, N2) array}`` of readout-conditional NNGPs.
       ntk: ``{init: (W, S, N1, N2) array}`` of NTKs.
-      nngp_ref: ``(N1, N2)`` analytic infinite-width NNGP (``kernel_fn``).
-      ntk_ref: ``(N1, N2)`` analytic infinite-width NTK.
+      nngp_ref: ``{init: (N1, N2) array}``, the analytic infinite-width NNGP of each
+        ensemble (its ``kernel_fn``; the same for Gaussian and orthogonal FCNs, different for
+        delta-orthogonal CNNs, see :func:`ntklit.nets.cnn`).
+      ntk_ref: ``{init: (N1, N2) array}``, the analytic NTK likewise.
     """
 
     widths: np.ndarray
     inits: tuple
     nngp: dict
     ntk: dict
-    nngp_ref: np.ndarray
-    ntk_ref: np.ndarray
+    nngp_ref: dict
+    ntk_ref: dict
 
     def errors(self, kind: str) -> dict:
         """``{init: (W, S) array}`` of relative Frobenius errors to the analytic kernel.
@@ -713,7 +715,7 @@ class Sweep(NamedTuple):
         if kind not in ("nngp", "ntk"):
             raise ValueError(f"kind must be 'nngp' or 'ntk', got {kind!r}")
         samples, ref = (self.nngp, self.nngp_ref) if kind == "nngp" else (self.ntk, self.ntk_ref)
-        return {i: relative_frobenius_error(samples[i], ref) for i in self.inits}
+        return {i: relative_frobenius_error(samples[i], ref[i]) for i in self.inits}
 
 
 def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: int,
@@ -727,7 +729,7 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
     ``(init_fn, apply_fn, kernel_fn)`` (e.g. ``functools.partial(ntklit.nets.fcn, 1)`` called
     as ``nets.fcn(1, width, init=init, ...)``); the ensemble is drawn with :func:`ensemble`
     from independent keys ``fold_in(fold_in(key, init_index), width)``. The analytic kernels come
-    from the ``kernel_fn`` of the first width (it does not depend on width or init).
+    from each init's ``kernel_fn`` at the first width (they do not depend on the width).
 
     Args:
       build: ``build(width, init) -> (init_fn, apply_fn, kernel_fn)``.
@@ -735,7 +737,8 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
       x1: inputs ``(N, ...)``.
       key: a JAX PRNG key.
       n_samples: networks per (width, init), positive.
-      inits: initialization names passed to ``build``.
+      inits: initialization labels passed to ``build`` (any strings, e.g. ``"delta"`` for a
+        ``build`` that maps it to ``nets.cnn(..., init="orthogonal", conv="delta")``).
       fcn: ``None`` (neural-tangents' ``implementation``, any network) or a dict with the
         FCN's ``activation``, ``W_std``, ``b_std`` (and optionally ``parameterization``) to use
         the fast path :func:`fcn_kernels`.
@@ -766,13 +769,13 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
     from tqdm.auto import tqdm
 
     nngp_, ntk_ = {i: [] for i in inits}, {i: [] for i in inits}
-    ref = None
+    ref = {}
     bar = tqdm(total=len(widths) * len(inits), desc="widths x inits", disable=not progress)
     for w in widths:
         for j, init in enumerate(inits):
             init_fn, apply_fn, kernel_fn = build(w, init)
-            if ref is None:
-                ref = kernel_fn(x1, None, ("nngp", "ntk"))
+            if init not in ref:
+                ref[init] = kernel_fn(x1, None, ("nngp", "ntk"))
             k = jax.random.fold_in(jax.random.fold_in(key, j), w)
             if fcn is not None:
                 K = fcn_ensemble_kernels(init_fn, k, x1, n_samples=n_samples,
@@ -788,7 +791,8 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
     bar.close()
     return Sweep(np.asarray(widths), inits, {i: np.stack(v) for i, v in nngp_.items()},
                  {i: np.stack(v) for i, v in ntk_.items()},
-                 np.asarray(ref.nngp, dtype=np.float64), np.asarray(ref.ntk, dtype=np.float64))
+                 {i: np.asarray(r.nngp, dtype=np.float64) for i, r in ref.items()},
+                 {i: np.asarray(r.ntk, dtype=np.float64) for i, r in ref.items()})
 
 
 # ---------------------------------------------------------------------------------------------
