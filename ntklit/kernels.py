@@ -424,6 +424,8 @@ def _diag_dual(activation, q, tanh_deg):
     """(E[phi(u)^2], E[phi'(u)^2]) for u ~ N(0, q): closed forms, or a 1-d Gauss-Hermite rule
     of ``tanh_deg`` nodes for tanh."""
     _check_choice("activation", activation, _PHASE_ACTS)
+    if activation == "relu":  # E[relu(u)^2] = q/2 and E[step(u)^2] = 1/2 for every q >= 0
+        return 0.5 * float(q), 0.5
     if activation != "tanh":
         k, kd = dual_fn(activation)(q, q, q)
         return float(k), float(kd)
@@ -499,7 +501,7 @@ def critical_weight_variance(activation: str, b_var: float, *, bracket=(0.1, 20.
     if f(lo) * f(hi) > 0:
         raise ValueError(f"bracket {bracket} does not contain the critical point for "
                          f"activation={activation!r}, b_var={b_var}")
-    return float(brentq(f, lo, hi, xtol=1e-13, rtol=1e-13))
+    return float(brentq(f, lo, hi, xtol=1e-12, rtol=1e-12, maxiter=500))
 
 
 def _corr_map(activation, W_var, b_var, q, tanh_deg):
