@@ -485,11 +485,13 @@ def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
 
     .. math::
 
-       \\phi_h = S\\,[\\sqrt{a_j} z_j]_{j=0}^q,\\quad
-       \\dot\\phi_h = S'\\,[\\sqrt{b_j} z_j]_{j=0}^q,\\quad
+       \\phi_h = [S\\,[\\sqrt{a_j} z_j]_{j=1}^q,\\ \\sqrt{a_0}],\\quad
+       \\dot\\phi_h = [S'\\,[\\sqrt{b_j} z_j]_{j=1}^q,\\ \\sqrt{b_0}],\\quad
        \\psi_h = [\\phi_h,\\ \\mathrm{TSRHT}(\\psi_{h-1} \\otimes \\dot\\phi_h)],
 
-    with SRHTs :math:`S, S'` to :math:`m_1 = \\lfloor m/2\\rfloor` dimensions and the product
+    with SRHTs :math:`S, S'` to :math:`m_1 - 1` dimensions (:math:`m_1 = \\lfloor m/2\\rfloor`;
+    the constant term stays exact, and the sketched width :math:`d + (q-1) m_1` is a power of
+    two when :math:`d` and :math:`m_1` are powers of two) and the product
     sketched to :math:`m - m_1`. Every sketch is unbiased for inner products, so the map
     estimates :func:`poly_relu_ntk` (without bias at ``depth=1``); the output is scaled by
     :math:`\\sqrt{2/d}\\,\\|x\\|`. Cost per input :math:`O(L\\,q\\,m \\log(q m))`.
@@ -521,11 +523,11 @@ def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
         for j in range(2, degree + 1):
             chain.append(_tensor_srht_params(keys[j], zdim, prev_phi, m1))
             zdim = m1
-        full = 1 + prev_phi + (degree - 1) * m1
+        full = prev_phi + (degree - 1) * m1  # the constant term is kept out of the SRHT
         layers.append({
             "chain": chain,
-            "s1": _srht_params(keys[0], full, m1),
-            "s0": _srht_params(keys[1], full, m1),
+            "s1": _srht_params(keys[0], full, m1 - 1),
+            "s0": _srht_params(keys[1], full, m1 - 1),
             "prod": _tensor_srht_params(keys[degree + 1], prev_psi, m1, ms),
         })
         prev_phi, prev_psi = m1, dim
@@ -543,12 +545,10 @@ def _sketch_apply(layers, x, *, c0, c1):
         zs = [phi]
         for cp in p["chain"]:
             zs.append(_tensor_srht(cp, zs[-1], phi))
-        cat1 = jnp.concatenate([math.sqrt(c1[0]) * one]
-                               + [math.sqrt(c1[j + 1]) * z for j, z in enumerate(zs)], axis=-1)
-        cat0 = jnp.concatenate([math.sqrt(c0[0]) * one]
-                               + [math.sqrt(c0[j + 1]) * z for j, z in enumerate(zs)], axis=-1)
-        phi = _srht(p["s1"], cat1)
-        dot = _srht(p["s0"], cat0)
+        cat1 = jnp.concatenate([math.sqrt(c1[j + 1]) * z for j, z in enumerate(zs)], axis=-1)
+        cat0 = jnp.concatenate([math.sqrt(c0[j + 1]) * z for j, z in enumerate(zs)], axis=-1)
+        phi = jnp.concatenate([_srht(p["s1"], cat1), math.sqrt(c1[0]) * one], axis=-1)
+        dot = jnp.concatenate([_srht(p["s0"], cat0), math.sqrt(c0[0]) * one], axis=-1)
         psi = jnp.concatenate([phi, _tensor_srht(p["prod"], psi, dot)], axis=-1)
     return jnp.sqrt(2.0 / x.shape[1]).astype(x.dtype) * norms * psi
 
