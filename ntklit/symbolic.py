@@ -395,12 +395,24 @@ def o3_moment(rows: Sequence[int], cols: Sequence[int]) -> sp.Rational:
     return _poly_mean(prod, (ca, sa, cb, sb, cg, sg), (_circle_mean, _beta_mean, _circle_mean))
 
 
+@functools.lru_cache(maxsize=2)
+def _haar_samples(n_value: int, num_samples: int, seed: int) -> np.ndarray:
+    """Cached ``(num_samples, n, n)`` Haar-orthogonal samples, shared by all index patterns."""
+    from scipy.stats import ortho_group
+
+    Os = ortho_group.rvs(n_value, size=num_samples, random_state=np.random.default_rng(seed))
+    Os = np.asarray(Os, dtype=np.float64).reshape(num_samples, n_value, n_value)
+    Os.flags.writeable = False
+    return Os
+
+
 def monte_carlo_moment(rows: Sequence[int], cols: Sequence[int], n_value: int,
                        num_samples: int, seed: int = 0) -> tuple[float, float]:
     """Monte Carlo estimate of a Haar-orthogonal moment with its standard error.
 
     Samples come from :func:`scipy.stats.ortho_group` (an implementation independent of
-    ``ntklit.init``), in float64.
+    ``ntklit.init``), in float64, and are cached per ``(n_value, num_samples, seed)`` so that
+    all patterns of one check share them (their estimates are correlated).
 
     Args:
       rows, cols: integer index tuples with entries in ``0..n_value-1``.
@@ -411,14 +423,12 @@ def monte_carlo_moment(rows: Sequence[int], cols: Sequence[int], n_value: int,
     Returns:
       ``(mean, standard_error)``.
     """
-    from scipy.stats import ortho_group
-
     if not isinstance(n_value, (int, np.integer)) or n_value < 2:
         raise ValueError(f"n_value must be an integer >= 2, got {n_value!r}")
     if not isinstance(num_samples, (int, np.integer)) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}")
     rows, cols = _check_small_indices(rows, cols, n_value)
-    Os = ortho_group.rvs(n_value, size=num_samples, random_state=np.random.default_rng(seed))
+    Os = _haar_samples(int(n_value), int(num_samples), int(seed))
     vals = np.prod(Os[:, np.array(rows), np.array(cols)], axis=1)
     return float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(num_samples))
 
