@@ -134,16 +134,17 @@ def weight_layers(params) -> list[tuple[int, ...]]:
 
 @functools.lru_cache(maxsize=32)
 def default_ntk_fn(apply_fn: Callable) -> Callable:
-    """``ntk_fn(params, x) -> (M, M)``: empirical NTK traced over outputs.
+    """``ntk_fn(params, x) -> (M, M)``: empirical NTK traced (averaged) over outputs.
 
-    Uses neural-tangents' ``empirical_ntk_fn`` with NTK-vector products (implementation 2,
-    arXiv:2206.08720), which never materializes the Jacobian.
+    :func:`ntklit.empirical.ntk` with NTK-vector products (implementation 2,
+    arXiv:2206.08720), which never materializes the Jacobian, so that wide networks fit.
     """
-    import neural_tangents as nt
+    from ntklit import empirical
 
-    fn = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0,
-                             implementation=nt.NtkImplementation.NTK_VECTOR_PRODUCTS)
-    return lambda params, x: fn(x, None, params)
+    def ntk_fn(params, x):
+        return empirical.ntk(apply_fn, params, x, implementation="ntk_vector_products")
+
+    return ntk_fn
 
 
 def _as_list(name, values, kind):
@@ -222,15 +223,27 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
                 "test_acc": _accuracy(ft, D["y_test"]),
                 "w": jnp.stack(w), "f_eval": fe, "f_test": ft}
 
-    def one_step(st, lr, t, D):
+    def epoch_perms(st, t0, D):
+        """Permutations of the epochs that steps ``t0 .. t0 + record_every - 1`` touch."""
+        n = D["x_train"].shape[0]
+        if batch_size is None:
+            return jnp.zeros((1, 1), jnp.int32)
+        n_batches = n // batch_size
+        n_ep = (record_every - 1) // n_batches + 2
+        epochs = t0 // n_batches + jnp.arange(n_ep)
+        return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(st["key"], e), n)
+                        )(epochs)
+
+    def one_step(st, lr, t, D, perms, t0):
         x_train, y_train = D["x_train"], D["y_train"]
         n = x_train.shape[0]
         if batch_size is None:
             xb, yb, f0b = x_train, y_train, st["f0"]["train"]
         else:
+            # minibatch pos of epoch t // n_batches (epochs are per-seed random permutations)
             n_batches = n // batch_size
-            epoch, pos = t // n_batches, t % n_batches
-            perm = jax.random.permutation(jax.random.fold_in(st["key"], epoch), n)
+            pos = t % n_batches
+            perm = perms[t // n_batches - t0 // n_batches]
             idx = jax.lax.dynamic_slice(perm, (pos * batch_size,), (batch_size,))
             xb, yb = x_train[idx], y_train[idx]
             f0b = st["f0"]["train"][idx] if center else st["f0"]["train"]
@@ -263,8 +276,10 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
         return st, m
 
     def segment(st, lr, t0, D):
+        perms = epoch_perms(st, t0, D)
+
         def body(s, i):
-            return one_step(s, lr, t0 + i, D), None
+            return one_step(s, lr, t0 + i, D, perms, t0), None
 
         st, _ = jax.lax.scan(body, st, jnp.arange(record_every))
         return after_record(st, t0 + record_every, D)
