@@ -43,15 +43,17 @@ def test_fcn_fast_path_matches_jacobian_contraction(act, depth, b_std, out_dim):
     init_fn, apply_fn, _ = _stax_fcn(depth, 9, act, 1.4, b_std, out_dim)
     _, params = init_fn(jax.random.key(0), (-1, 6))
     x1, x2 = _inputs()
-    for xx in (None, x2):
-        for trace in (True, False):
-            ref = E.ntk(apply_fn, params, x1, xx, trace_outputs=trace)
-            fast = E.fcn_kernels(params, x1, xx, activation=act, W_std=1.4, b_std=b_std,
-                                 trace_outputs=trace)
-            assert fast.ntk.shape == ref.shape
-            assert _rel(fast.ntk, ref) < 1e-6
-            nngp = E.nngp(apply_fn, params, x1, xx, trace_outputs=trace)
-            assert _rel(fast.nngp, nngp) < 1e-6
+    # (x2, trace) variants: every case with x2 given and traced; the untraced and x2=None
+    # paths in the cases with several outputs (where tracing matters).
+    variants = [(x2, True)] + ([(None, False), (x2, False)] if out_dim > 1 else [(None, True)])
+    for xx, trace in variants:
+        ref = E.ntk(apply_fn, params, x1, xx, trace_outputs=trace)
+        fast = E.fcn_kernels(params, x1, xx, activation=act, W_std=1.4, b_std=b_std,
+                             trace_outputs=trace)
+        assert fast.ntk.shape == ref.shape
+        assert _rel(fast.ntk, ref) < 1e-6
+        nngp = E.nngp(apply_fn, params, x1, xx, trace_outputs=trace)
+        assert _rel(fast.nngp, nngp) < 1e-6
 
 
 def test_fcn_fast_path_standard_parameterization_and_nets():
@@ -145,7 +147,8 @@ def test_ensemble_matches_loop_and_chunking():
         loop = E.fcn_kernels(p, x1, x2, W_std=1.5, b_std=0.1)
         np.testing.assert_allclose(ens.ntk[i], loop.ntk, rtol=1e-10)
         np.testing.assert_allclose(ens.nngp[i], loop.nngp, rtol=1e-10)
-    gen = E.ensemble_kernels(init_fn, apply_fn, key, x1, x2, n_samples=5, chunk_size=5)
+    gen = E.ensemble_kernels(init_fn, apply_fn, key, x1, x2, n_samples=5, chunk_size=5,
+                             init_mode="vmap")
     np.testing.assert_allclose(gen.ntk, ens.ntk, rtol=1e-8)
     np.testing.assert_allclose(gen.nngp, ens.nngp, rtol=1e-8)
     # distinct networks: samples differ
@@ -225,6 +228,8 @@ def test_bad_inputs():
         E.fcn_kernels([(jnp.ones((6, 0)), None), (jnp.ones((0, 1)), None)], x1)
     with pytest.raises(ValueError, match="n_samples"):
         E.fcn_ensemble_kernels(init_fn, jax.random.key(0), x1, n_samples=0)
+    with pytest.raises(ValueError, match="init_mode"):
+        E.fcn_ensemble_kernels(init_fn, jax.random.key(0), x1, n_samples=2, init_mode="pmap")
     with pytest.raises(ValueError, match="chunk_size"):
         E.ensemble_kernels(init_fn, apply_fn, jax.random.key(0), x1, n_samples=2,
                            chunk_size=-1)
