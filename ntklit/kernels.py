@@ -143,6 +143,10 @@ def erf_dual(q1, q2, q12):
     .. math:: \hat\phi = \frac 2\pi \arcsin\frac{2q_{12}}{\sqrt{(1+2q_1)(1+2q_2)}},\quad
               \hat{\phi'} = \frac{4}{\pi\sqrt{(1+2q_1)(1+2q_2) - 4q_{12}^2}}.
 
+    Args:
+      q1, q2: variances of the two pre-activations (broadcastable arrays).
+      q12: their covariance.
+
     Returns:
       ``(k, kdot)`` arrays of the broadcast shape.
     """
@@ -214,6 +218,10 @@ def dual_fn(activation: str, *, tanh_deg: int = 200) -> Callable:
 
     ``"relu"`` and ``"erf"`` are closed forms, ``"linear"`` is exact, ``"tanh"`` is
     :func:`hermite_dual` with ``tanh_deg`` nodes per dimension.
+
+    Args:
+      activation: one of :data:`ACTIVATIONS`.
+      tanh_deg: Gauss-Hermite nodes per dimension for ``"tanh"``.
     """
     _check_choice("activation", activation, ACTIVATIONS)
     if activation == "relu":
@@ -478,6 +486,12 @@ def chi_1(activation: str, W_var: float, b_var: float, *, tanh_deg: int = 200) -
     correlation map at :math:`c = 1` (Schoenholz et al. 2017, arXiv:1611.01232, eq. 5).
 
     :math:`\chi_1 < 1`: ordered phase; :math:`\chi_1 > 1`: chaotic phase.
+
+    Args:
+      activation: one of :data:`ACTIVATIONS`.
+      W_var: weight variance :math:`\sigma_w^2`.
+      b_var: bias variance :math:`\sigma_b^2`.
+      tanh_deg: Gauss-Hermite nodes per dimension for ``"tanh"``.
     """
     q = q_fixed_point(activation, W_var, b_var, tanh_deg=tanh_deg)
     if not math.isfinite(q):
@@ -489,6 +503,12 @@ def critical_weight_variance(activation: str, b_var: float, *, bracket=(0.1, 20.
                              tanh_deg: int = 200) -> float:
     r"""The :math:`\sigma_w^2` where :math:`\chi_1 = 1` at a given :math:`\sigma_b^2`,
     by Brent's root finding (the order-to-chaos transition line).
+
+    Args:
+      activation: one of :data:`ACTIVATIONS`.
+      b_var: bias variance :math:`\sigma_b^2`.
+      bracket: the :math:`\sigma_w^2` interval searched.
+      tanh_deg: Gauss-Hermite nodes per dimension for ``"tanh"``.
 
     Raises:
       ValueError: if ``chi_1 - 1`` does not change sign on ``bracket``.
@@ -519,6 +539,14 @@ def correlation_iterates(activation: str, W_var: float, b_var: float, c0: float,
     r"""Correlations :math:`c^l` of two inputs at the length fixed point, :math:`l = 0..L`:
     :math:`c^{l+1} = (\sigma_w^2 \hat\phi(q^*, q^*, c^l q^*) + \sigma_b^2)/q^*`.
 
+    Args:
+      activation: one of :data:`ACTIVATIONS`.
+      W_var: weight variance :math:`\sigma_w^2`.
+      b_var: bias variance :math:`\sigma_b^2`.
+      c0: the input correlation, in [-1, 1].
+      num_layers: number of layers L.
+      tanh_deg: Gauss-Hermite nodes per dimension for ``"tanh"``.
+
     Returns:
       ``(num_layers + 1,)`` array starting with ``c0``.
     """
@@ -544,6 +572,12 @@ def correlation_fixed_point(activation: str, W_var: float, b_var: float, *,
     In the chaotic phase :math:`c = 1` is unstable and :math:`c^* < 1` is found by Brent's
     method on :math:`f(c) - c` over :math:`[0, 1 - 10^{-9}]`.
 
+    Args:
+      activation: one of :data:`ACTIVATIONS`.
+      W_var: weight variance :math:`\sigma_w^2`.
+      b_var: bias variance :math:`\sigma_b^2`.
+      tanh_deg: Gauss-Hermite nodes per dimension for ``"tanh"``.
+
     Raises:
       ValueError: in the chaotic phase without a finite positive :math:`q^*` (ReLU with
         :math:`\sigma_w^2 > 2`).
@@ -568,6 +602,12 @@ def depth_scale(activation: str, W_var: float, b_var: float, *, tanh_deg: int = 
     r"""Correlation depth scale :math:`\xi_c = -1/\log\chi_c`, :math:`\chi_c = \sigma_w^2\,
     \mathbb E[\phi'(u_1)\phi'(u_2)]` at the fixed point :math:`(q^*, c^*)` (Schoenholz et al.
     2017, arXiv:1611.01232, eq. 9); ``inf`` on the critical line.
+
+    Args:
+      activation: one of :data:`ACTIVATIONS`.
+      W_var: weight variance :math:`\sigma_w^2`.
+      b_var: bias variance :math:`\sigma_b^2`.
+      tanh_deg: Gauss-Hermite nodes per dimension for ``"tanh"``.
     """
     c = correlation_fixed_point(activation, W_var, b_var, tanh_deg=tanh_deg)
     q = q_fixed_point(activation, W_var, b_var, tanh_deg=tanh_deg)

@@ -293,6 +293,11 @@ def _leading_term(expr: sp.Expr) -> sp.Expr:
 def relative_difference_series(expr_orth: sp.Expr, expr_gauss: sp.Expr, order: int = 3):
     """Series in :math:`1/n` of orth/gauss - 1 (for a non-zero Gaussian moment).
 
+    Args:
+      expr_orth: the orthogonal moment, a sympy expression in :data:`n`.
+      expr_gauss: the Gaussian moment (non-zero).
+      order: number of terms of the expansion in :math:`1/n`.
+
     Returns:
       A sympy expression, the expansion of ``expr_orth / expr_gauss - 1`` around
       :math:`n = \\infty` up to (excluding) :math:`n^{-order}`.
@@ -435,7 +440,11 @@ def monte_carlo_moment(rows: Sequence[int], cols: Sequence[int], n_value: int,
 
 # ----------------------------------------------------------------------------- propagation
 def dot(a: str, b: str) -> sp.Symbol:
-    """Symbol for the inner product :math:`\\langle v_a, v_b\\rangle` (symmetric in a, b)."""
+    """Symbol for the inner product :math:`\\langle v_a, v_b\\rangle` (symmetric in a, b).
+
+    Args:
+      a, b: names of the two vectors.
+    """
     a, b = sorted((a, b))
     return sp.Symbol(f"q_{{{a}{b}}}", real=True)
 
