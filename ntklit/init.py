@@ -279,7 +279,9 @@ def orthogonalize_params(key: jax.Array, params: Any, *, conv: str = "delta",
 
     * ``W.ndim == 2`` (``stax.Dense``): ``W`` becomes :func:`orthogonal` of the same shape.
     * ``W.ndim >= 3`` (``stax.Conv`` with HWIO kernel, any number of spatial dims):
-      ``conv="delta"`` uses :func:`delta_orthogonal` (Xiao et al. 2018, arXiv:1806.05393);
+      ``conv="delta"`` uses :func:`delta_orthogonal` (Xiao et al. 2018, arXiv:1806.05393;
+      note that a delta-orthogonal layer acts as a ``1 x 1`` convolution, so the network's
+      infinite-width kernel becomes that of the ``1 x 1`` network, see :func:`ntklit.nets.cnn`);
       ``conv="orthogonal"`` uses the kernel reshaped to ``(k * c_in, c_out)`` (the im2col matrix
       of the layer) filled by :func:`orthogonal`, i.e. every tap gets a slice of one Haar
       matrix; for ``k c_in <= c_out`` the layer is then an isometry of the whole patch (up to
