@@ -786,7 +786,7 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
     Raises:
       ValueError: for empty or non-positive ``widths``, bad ``n_samples``, empty ``inits``.
     """
-    if isinstance(widths, (int, np.integer)) or len(widths) == 0:
+    if isinstance(widths, (int, np.integer, str, bytes)) or len(widths) == 0:
         raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
     widths = [_check_positive_int("widths", w) for w in widths]
     n_samples = _check_positive_int("n_samples", n_samples)
