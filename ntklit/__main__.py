@@ -5,7 +5,7 @@ Commands:
   params CHAPTER            a chapter's parameters, their types, defaults and full-profile values
   run [CHAPTER ...]         execute chapters with papermill (all when none is named)
   build                     build the HTML from the executed chapters into _build/html
-  all                       run every chapter, then build; prints the path of index.html
+  all [CHAPTER ...]         run chapters (every one by default), then build; prints index.html
 
 Options of run/all: --profile quick|full|auto (auto: full when JAX sees a GPU),
 -p name=value (repeatable; the value is a Python literal), --force (ignore the cache),
@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     run_opts(rp)
     bp = sub.add_parser("build", help="build the HTML from executed chapters")
     bp.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
-    ap = sub.add_parser("all", help="run every chapter, then build")
+    ap = sub.add_parser("all", help="run chapters (every one by default), then build")
+    ap.add_argument("chapters", nargs="*")
     run_opts(ap)
     ap.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
     return p

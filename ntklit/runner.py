@@ -487,7 +487,9 @@ def _error_info(exc: BaseException, failed_nb: Path) -> dict[str, Any]:
         # papermill records the failing cell's execution_count; find it in the output copy.
         try:
             nb = json.loads(failed_nb.read_text())
-            code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+            # Number code cells as in the source notebook (skip papermill's injected cell).
+            code_cells = [c for c in nb["cells"] if c["cell_type"] == "code" and
+                          "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
             for i, c in enumerate(code_cells):
                 if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
                     src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
@@ -596,7 +598,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
             if tmp_nb.exists():
                 tmp_nb.replace(failed_nb)
             rec.save(paths.failed / f"{ch.name}.json")
-            cell = f"cell {error['cell']}" if error and "cell" in error else "an unknown cell"
+            cell = (f"code cell {error['cell']}" if error and "cell" in error
+                    else "an unknown cell")
             msg = (f"chapter {ch.name} failed in {cell}: "
                    f"{error.get('ename', error['type'])}: "
                    f"{error.get('evalue', error['message'])}")

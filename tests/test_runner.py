@@ -53,6 +53,7 @@ def book(tmp_path: Path) -> Path:
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
     shutil.copy(REPO / "book" / "references.bib", root / "book" / "references.bib")
     shutil.copy(REPO / "book" / "reproducibility.md", root / "book" / "reproducibility.md")
+    shutil.copytree(REPO / "book" / "_ext", root / "book" / "_ext")  # local Sphinx extensions
     (root / "_toc.yml").write_text(
         "format: jb-book\nroot: book/00_intro\nchapters:\n"
         "  - file: book/01_alpha\n  - file: book/02_beta\n  - file: book/reproducibility\n")
@@ -194,7 +195,7 @@ def test_run_cache_failure_and_build(book):
     good_beta = (book / "_build" / "executed" / "02_beta.ipynb").read_bytes()
     res = _cli(book, "all", "--profile", "quick", "-p", "k=13", "02_beta", "--no-progress")
     assert res.returncode == 1
-    assert "chapter 02_beta failed in cell 3" in res.stderr
+    assert "chapter 02_beta failed in code cell 3" in res.stderr  # numbered as in the source
     assert "AssertionError: unlucky k" in res.stderr
     assert (book / "_build" / "failed" / "02_beta.ipynb").is_file()
     assert (book / "_build" / "executed" / "02_beta.ipynb").read_bytes() == good_beta
