@@ -19,7 +19,7 @@ module imports tensorflow, which this project never installs.
 * ``neural_tangents.experimental.empirical_tf`` is replaced by a stub whose functions raise a
   clear ``ImportError``: tensorflow is never imported.
 
-Every patch is listed in :data:`PATCHES` (``applied`` says whether the installed versions
+Every patch is listed in ``PATCHES`` (``applied`` says whether the installed versions
 needed it); ``tests/test_compat.py`` covers each one and exercises every NT feature the book
 uses. The patches, and why:
 
@@ -45,7 +45,7 @@ Run time (behaviour changes, patched in NT's modules):
   (implementation 3) called the internal ``jax.interpreters.ad.linearize(f, *primals,
   has_aux)``, whose signature and outputs changed in JAX 0.10.2 (flat-tree argument, output
   zeros instead of partial values) and again after 0.11. Rebuilt on public APIs
-  (:func:`linearized_jaxpr`: ``jax.linearize`` + ``jax.make_jaxpr``), inlining call
+  (``linearized_jaxpr``: ``jax.linearize`` + ``jax.make_jaxpr``), inlining call
   primitives (``jit``, ``checkpoint``) and evaluating non-linear equations to constants, so
   NT's backward pass sees primitive-level linear equations only.
 * ``neural_tangents._src.empirical._eqn_vjp_fn``: JAX now registers the transposes of some

@@ -84,7 +84,7 @@ class Dataset:
       y: targets, one-hot ``(N, num_classes)`` or integer ``(N,)``.
       labels: integer class labels, ``(N,)``.
       num_classes: number of classes ``C``.
-      name: dataset name (one of :data:`NAMES`).
+      name: dataset name (one of ``NAMES``).
       split: ``"train"`` or ``"test"``.
     """
 

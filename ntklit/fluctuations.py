@@ -70,9 +70,9 @@ ACTIVATIONS = ("tanh", "relu", "linear")
 INITS = ("gaussian", "orthogonal")
 
 #: Large-depth slope of :math:`V^{(l)}/(K^{(l)})^2` per layer at criticality, derived in
-#: chapter 7 from the recursion: ``tanh`` (:math:`K^\\star = 0` class, :math:`\\sigma_w^2 = 1,
-#: \\sigma_b = 0`): 2/3; ``relu`` (scale-invariant, :math:`\\sigma_w^2 = 2`): :math:`3A_4/A_2^2
-#: - 1 = 5`; ``linear`` (:math:`\\sigma_w^2 = 1`): 2.
+#: chapter 7 from the recursion: ``tanh`` (:math:`K^\star = 0` class, :math:`\sigma_w^2 = 1,
+#: \sigma_b = 0`): 2/3; ``relu`` (scale-invariant, :math:`\sigma_w^2 = 2`): :math:`3A_4/A_2^2
+#: - 1 = 5`; ``linear`` (:math:`\sigma_w^2 = 1`): 2.
 ASYMPTOTIC_SLOPES: dict[str, float] = {"tanh": 2.0 / 3.0, "relu": 5.0, "linear": 2.0}
 
 

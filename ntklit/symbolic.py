@@ -415,7 +415,7 @@ def monte_carlo_moment(rows: Sequence[int], cols: Sequence[int], n_value: int,
                        num_samples: int, seed: int = 0) -> tuple[float, float]:
     """Monte Carlo estimate of a Haar-orthogonal moment with its standard error.
 
-    Samples come from :func:`scipy.stats.ortho_group` (an implementation independent of
+    Samples come from ``scipy.stats.ortho_group`` (an implementation independent of
     ``ntklit.init``), in float64, and are cached per ``(n_value, num_samples, seed)`` so that
     all patterns of one check share them (their estimates are correlated).
 
