@@ -243,6 +243,16 @@ def _resolve_dual(activation, dual):
 
 
 # ----------------------------------------------------------------------------- FCN recursion
+def _check_recursion_args(depth, activation, W_std, b_std, dual):
+    """Validate the arguments shared by :func:`fcn_kernels` and :func:`cnn_kernels`."""
+    depth = _check_int("depth", depth, 1)
+    W_std = _check_real("W_std", W_std, strict=True)
+    b_std = _check_real("b_std", b_std)
+    if dual is None:
+        _check_choice("activation", activation, ACTIVATIONS)
+    return depth, W_std, b_std, _resolve_dual(activation, dual)
+
+
 def fcn_kernels(x1, x2=None, *, depth: int = 1, activation: str = "relu", W_std: float = 1.0,
                 b_std: float = 0.0, dual: Callable | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -263,12 +273,7 @@ def fcn_kernels(x1, x2=None, *, depth: int = 1, activation: str = "relu", W_std:
     Returns:
       ``(nngp, ntk)``, each ``(N1, N2)`` float64.
     """
-    depth = _check_int("depth", depth, 1)
-    W_std = _check_real("W_std", W_std, strict=True)
-    b_std = _check_real("b_std", b_std)
-    if dual is None:
-        _check_choice("activation", activation, ACTIVATIONS)
-    dual = _resolve_dual(activation, dual)
+    depth, W_std, b_std, dual = _check_recursion_args(depth, activation, W_std, b_std, dual)
     x1 = np.asarray(x1, dtype=np.float64)
     x2 = x1 if x2 is None else np.asarray(x2, dtype=np.float64)
     if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1]:
@@ -335,12 +340,7 @@ def cnn_kernels(x1, x2=None, *, depth: int = 1, activation: str = "relu", W_std:
     Returns:
       ``(nngp, ntk)``, each ``(N1, N2)`` float64.
     """
-    depth = _check_int("depth", depth, 1)
-    W_std = _check_real("W_std", W_std, strict=True)
-    b_std = _check_real("b_std", b_std)
-    if dual is None:
-        _check_choice("activation", activation, ACTIVATIONS)
-    dual = _resolve_dual(activation, dual)
+    depth, W_std, b_std, dual = _check_recursion_args(depth, activation, W_std, b_std, dual)
     if (not isinstance(filter_shape, (tuple, list)) or len(filter_shape) != 2
             or any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 1
                    for f in filter_shape)):
