@@ -125,6 +125,17 @@ def _check_key(key) -> None:
 # weights
 # ---------------------------------------------------------------------------------------------
 
+def _check_key_and_inputs(key, x) -> jnp.ndarray:
+    """Validate an ensemble's key and its ``(P, n_0)`` float inputs; returns ``x`` as an array."""
+    _check_key(key)
+    x = jnp.asarray(x)
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must have shape (P, n_0) with P, n_0 >= 1, got {x.shape}")
+    if x.dtype not in (jnp.float32, jnp.float64):
+        raise ValueError(f"x must be float32 or float64, got {x.dtype}")
+    return x
+
+
 def sample_weight(key: jax.Array, shape: Sequence[int], init: str = "gaussian",
                   dtype=jnp.float32) -> jax.Array:
     """One weight matrix with unit-second-moment entries.
@@ -347,12 +358,7 @@ def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
     Raises:
       ValueError: for a bad key, input shape/dtype, size, activation, init or depth list.
     """
-    _check_key(key)
-    x = jnp.asarray(x)
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x must have shape (P, n_0) with P, n_0 >= 1, got {x.shape}")
-    if x.dtype not in (jnp.float32, jnp.float64):
-        raise ValueError(f"x must be float32 or float64, got {x.dtype}")
+    x = _check_key_and_inputs(key, x)
     depth = _check_int("depth", depth, 1)
     width = _check_int("width", width, 1)
     n_networks = _check_int("n_networks", n_networks, 2)
@@ -486,12 +492,7 @@ def q_ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
     Raises:
       ValueError: for bad arguments, or ``P > width``.
     """
-    _check_key(key)
-    x = jnp.asarray(x)
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x must have shape (P, n_0) with P, n_0 >= 1, got {x.shape}")
-    if x.dtype not in (jnp.float32, jnp.float64):
-        raise ValueError(f"x must be float32 or float64, got {x.dtype}")
+    x = _check_key_and_inputs(key, x)
     depth = _check_int("depth", depth, 1)
     width = _check_int("width", width, 1)
     if x.shape[0] > width:
