@@ -11,9 +11,15 @@ Names:
   shipped with scikit-learn. A fixed, stratified train/test split (1297 / 500 images) that does
   not depend on ``seed``; ``seed`` only picks the subset when ``size`` is given.
 * ``"mnist1d"``: MNIST-1D (Greydanus 2020, arXiv:2011.14439), generated offline by the
-  ``mnist1d`` package's own generator (never its URL loader). Sizes up to 4000 train / 1000
-  test come from the standard 5000-sample dataset (generator seed 42, the published one);
-  larger sizes regenerate it with more samples, same generator and seed. 40 features.
+  ``mnist1d`` package's own generator (never its URL loader), 40 features. The whole split
+  (``size=None``) is the standard dataset, 4000 train / 1000 test (5000 samples, generator
+  seed 42, the published one). Larger sizes append extension blocks of 5000 fresh samples
+  each, block ``k >= 1`` of a split generated with its own generator seed
+  (:data:`MNIST1D_EXTENSION_SEEDS`, disjoint between the splits and from 42), so any size is
+  deterministic, train and test never share a sample, and a split's rows never depend on the
+  size requested (a smaller size is a prefix of a larger one, see ``load``). The generator
+  scales each block by its own mean and standard deviation (those of 5000 samples, so the
+  blocks agree to about 0.3%); ``standardize`` uses the standard train split for every size.
 * ``"gaussian"``: ``x ~ N(0, I_d)``; ``"sphere"``: ``x`` uniform on the sphere of radius
   ``sqrt(d)`` (so each coordinate has unit variance). Default ``d = 16``. Labels are those of
   a fixed random linear teacher, ``argmax(x @ T)`` with ``T`` a ``(d, 10)`` Gaussian matrix drawn
@@ -29,6 +35,11 @@ Names:
   checksum is never used. Offline and uncached, :class:`DataUnavailableError` (a
   ``FileNotFoundError``) names the files, their checksums, the URLs and the folder to put
   them in.
+
+Subsets (``size`` given) are prefixes: for the same ``name``, ``split`` and ``seed``, the examples
+of ``size=n`` are the first ``n`` examples of any larger ``size``. The two splits of every
+dataset are disjoint (fixed datasets: disjoint index sets of the source; ``mnist1d``: disjoint
+generator seeds; synthetic: independent random streams).
 
 Standardization (``standardize=True``) subtracts the per-feature mean and divides by the
 per-feature standard deviation of the full **train** split (features with zero variance are
@@ -53,8 +64,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ntklit import _validate
+
 __all__ = ["Dataset", "load", "NAMES", "SPLITS", "RemoteFile", "SOURCES", "data_dir",
-           "download", "DataUnavailableError", "ChecksumError"]
+           "download", "DataUnavailableError", "ChecksumError", "MNIST1D_EXTENSION_SEEDS"]
 
 NAMES: tuple[str, ...] = ("digits", "mnist1d", "gaussian", "sphere", "mnist", "cifar10")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -64,7 +77,10 @@ _DIGITS_TEST = 500
 _SYNTH_DIM = 16
 _SYNTH_CLASSES = 10
 _SYNTH_DEFAULT_SIZE = 1000
-_MNIST1D_DEFAULT = {"train": 4000, "test": 1000}
+_MNIST1D_SEED = 42  # the published dataset
+_MNIST1D_BLOCK = 5000  # samples per extension block
+#: Generator seed of extension block ``k >= 1`` of each ``mnist1d`` split: base + k.
+MNIST1D_EXTENSION_SEEDS: dict[str, int] = {"train": 1_000_000, "test": 2_000_000}
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -149,18 +165,17 @@ def data_dir() -> Path:
 
 # ----------------------------------------------------------------------------- validation
 
-def _validate(name, split, size, seed, dtype):
-    if name not in NAMES:
-        raise ValueError(f"name must be one of {list(NAMES)}, got {name!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
-                             or size < 1):
-        raise ValueError(f"size must be None or a positive int, got {size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if str(np.dtype(dtype)) not in _DTYPES:
-        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+def _check_load_args(name, split, size, seed, dtype):
+    _validate.choice("name", name, NAMES)
+    _validate.choice("split", split, SPLITS)
+    size = _validate.integer("size", size, minimum=1, allow_none=True)
+    seed = _validate.integer("seed", seed, minimum=0)
+    try:
+        dt = str(np.dtype(dtype))
+    except TypeError:
+        dt = dtype
+    _validate.choice("dtype", dt, _DTYPES)
+    return size, seed
 
 
 # ----------------------------------------------------------------------------- checksums/cache
@@ -239,8 +254,7 @@ def download(name: str, *, allow_download: bool | None = None,
       DataUnavailableError: files missing or corrupt and not downloadable; the message says
         which files to put where.
     """
-    if name not in SOURCES:
-        raise ValueError(f"name must be one of {sorted(SOURCES)}, got {name!r}")
+    _validate.choice("name", name, sorted(SOURCES))
     if allow_download is None:
         allow_download = os.environ.get("NTKLIT_NO_DOWNLOAD", "") in ("", "0")
     src = SOURCES[name]
@@ -333,30 +347,64 @@ def _raw_digits():
             "test": (x[np.sort(te)], lab[np.sort(te)])}
 
 
-@functools.lru_cache(maxsize=8)
-def _raw_mnist1d(num_samples: int):
+def _make_mnist1d(num_samples: int, seed: int):
     import mnist1d
     from mnist1d.data import make_dataset
 
     args = mnist1d.get_dataset_args()
     args.num_samples = num_samples
+    args.seed = seed
     # make_dataset seeds numpy's and Python's global RNGs: keep the caller's state intact.
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
-        d = make_dataset(args)
+        return make_dataset(args)
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    return {"train": (d["x"].astype(np.float64), d["y"].astype(np.int64)),
-            "test": (d["x_test"].astype(np.float64), d["y_test"].astype(np.int64))}
 
 
-def _mnist1d(split: str, size: int | None):
-    n_total = 5000
-    if size is not None and size > _MNIST1D_DEFAULT[split]:
-        frac = 0.8 if split == "train" else 0.2
-        n_total = int(10 * np.ceil(size / frac / 10)) + 10
-    return _raw_mnist1d(n_total)
+@functools.lru_cache(maxsize=1)
+def _mnist1d_standard():
+    return _make_mnist1d(5000, _MNIST1D_SEED)
+
+
+@functools.lru_cache(maxsize=64)
+def _mnist1d_block(split: str, k: int):
+    """Block ``k`` of an ``mnist1d`` split as read-only ``(x (n, 40), labels (n,))``.
+
+    Block 0 is the split of the standard dataset (4000 train / 1000 test); block ``k >= 1``
+    holds all 5000 samples generated with seed ``MNIST1D_EXTENSION_SEEDS[split] + k``.
+    """
+    if k == 0:
+        d = _mnist1d_standard()
+        key = "x" if split == "train" else "x_test"
+        x, lab = d[key], d["y" if split == "train" else "y_test"]
+    else:
+        d = _make_mnist1d(_MNIST1D_BLOCK, MNIST1D_EXTENSION_SEEDS[split] + k)
+        x = np.concatenate([d["x"], d["x_test"]])
+        lab = np.concatenate([d["y"], d["y_test"]])
+    x, lab = np.asarray(x, dtype=np.float64), np.asarray(lab, dtype=np.int64)
+    x.setflags(write=False)
+    lab.setflags(write=False)
+    return x, lab
+
+
+def _mnist1d(split: str, size: int | None, seed: int):
+    """``(x, labels)`` of ``size`` examples: block 0 permuted by ``seed``, then blocks 1, 2, ...
+    each permuted by ``(seed, k)``, truncated to ``size`` (a prefix for any larger size)."""
+    x0, l0 = _mnist1d_block(split, 0)
+    if size is None:
+        return x0, l0
+    xs, ls, have, k = [], [], 0, 0
+    while have < size:
+        xk, lk = _mnist1d_block(split, k)
+        rng = np.random.default_rng(seed if k == 0 else [seed, k])
+        idx = rng.permutation(xk.shape[0])[:size - have]
+        xs.append(xk[idx])
+        ls.append(lk[idx])
+        have += idx.size
+        k += 1
+    return np.concatenate(xs), np.concatenate(ls)
 
 
 _TEACHER_SEED = 20240229
@@ -383,9 +431,12 @@ def load(name: str, split: str = "train", size: int | None = None, seed: int = 0
       name: one of ``"digits"``, ``"mnist1d"``, ``"gaussian"``, ``"sphere"``, ``"mnist"``,
         ``"cifar10"`` (see the module docstring for each).
       split: ``"train"`` or ``"test"``.
-      size: number of examples; ``None`` for the whole split (1000 for the synthetic ones).
-        For the fixed datasets a subset of ``size`` examples is drawn without replacement,
-        chosen by ``seed``; asking for more than the split holds raises ``ValueError``.
+      size: number of examples; ``None`` for the whole split in its stored order (1000 for
+        the synthetic ones, the standard 4000 / 1000 for ``mnist1d``). For the fixed datasets
+        a subset of ``size`` examples is drawn without replacement, chosen by ``seed``; asking
+        for more than the split holds raises ``ValueError``. ``mnist1d`` takes any size
+        (extension blocks, see the module docstring). For every dataset, ``size=n`` gives the
+        first ``n`` examples of any larger ``size`` with the same ``seed``.
       seed: picks the subset (fixed datasets) or the draw (synthetic datasets).
       flatten: ``(N, D)`` inputs; ``False`` keeps images as NHWC ``(N, H, W, C)``
         (digits ``(N, 8, 8, 1)``, mnist ``(N, 28, 28, 1)``, cifar10 ``(N, 32, 32, 3)``; 1-D
@@ -403,19 +454,18 @@ def load(name: str, split: str = "train", size: int | None = None, seed: int = 0
       ValueError: unknown name/split/dtype, bad size or seed.
       DataUnavailableError: ``mnist``/``cifar10`` not cached and not downloadable.
     """
-    _validate(name, split, size, seed, dtype)
+    size, seed = _check_load_args(name, split, size, seed, dtype)
     num_classes = 10
-    if name in ("gaussian", "sphere"):
+    if name == "mnist1d":
+        x, labels = _mnist1d(split, size, seed)
+        x_train_stats = _mnist1d_block("train", 0)[0]
+    elif name in ("gaussian", "sphere"):
         x, labels = _synthetic(name, split, _SYNTH_DEFAULT_SIZE if size is None else int(size),
                                int(seed))
         x_train_stats = None
     else:
         if name == "digits":
             raw = _raw_digits()
-            x_all, lab_all = raw[split]
-            x_tr = raw["train"][0]
-        elif name == "mnist1d":
-            raw = _mnist1d(split, size)
             x_all, lab_all = raw[split]
             x_tr = raw["train"][0]
         elif name == "mnist":

@@ -74,9 +74,98 @@ def test_mnist1d_offline_deterministic_and_global_rng_untouched():
     assert set(np.unique(data.load("mnist1d", "train").labels)) == set(range(10))
 
 
-def test_mnist1d_larger_than_standard():
-    tr = data.load("mnist1d", "train", size=4500, one_hot=False)
-    assert tr.x.shape == (4500, 40)
+def test_mnist1d_standard_split_is_the_published_dataset():
+    """size=None is the package's default dataset (5000 samples, seed 42), row for row."""
+    import mnist1d
+    from mnist1d.data import make_dataset
+
+    state = np.random.get_state()
+    d = make_dataset(mnist1d.get_dataset_args())
+    np.random.set_state(state)
+    for split, kx, ky in (("train", "x", "y"), ("test", "x_test", "y_test")):
+        ds = data.load("mnist1d", split, standardize=False, dtype="float64")
+        np.testing.assert_array_equal(ds.x, d[kx])
+        np.testing.assert_array_equal(ds.labels, d[ky])
+
+
+def _rows(x):
+    return {r.tobytes() for r in np.asarray(x, dtype=np.float64)}
+
+
+def _n_affine_duplicates(a, b):
+    """Rows of ``a`` equal to a row of ``b`` up to a shift and a positive scale (row
+    correlation 1): the MNIST-1D generator rescales a whole dataset by its own mean and std,
+    so the same sample generated in two datasets is equal only up to such a map."""
+    z = lambda x: ((x - x.mean(1, keepdims=True))
+                   / np.linalg.norm(x - x.mean(1, keepdims=True), axis=1, keepdims=True))
+    return int(np.sum((z(a) @ z(b).T).max(1) > 1 - 1e-9))
+
+
+@pytest.fixture
+def small_mnist1d_blocks(monkeypatch):
+    """mnist1d extension blocks of 300 samples (instead of 5000) so the tests stay fast;
+    the code path (blocks, seeds, prefixes) is the same."""
+    data._mnist1d_block.cache_clear()
+    monkeypatch.setattr(data, "_MNIST1D_BLOCK", 300)
+    yield
+    data._mnist1d_block.cache_clear()
+
+
+def test_mnist1d_any_size_deterministic_prefix_and_disjoint(small_mnist1d_blocks):
+    big = {sp: data.load("mnist1d", sp, size=n, seed=3, dtype="float64", standardize=False)
+           for sp, n in (("train", 4700), ("test", 1400))}  # 4000 + 2 blocks, 1000 + 2 blocks
+    # train and test share no sample, not even up to the generator's rescaling (the old
+    # regenerate-above-4000 scheme put 353 of the 1000 test samples into train at size 4500)
+    assert not _rows(big["train"].x) & _rows(big["test"].x)
+    assert _n_affine_duplicates(big["test"].x, big["train"].x) == 0
+    for sp in big:
+        assert len(_rows(big[sp].x)) == len(big[sp])
+    # a smaller size is a prefix of a larger one (across the block boundaries)
+    for sp, sizes in (("train", (10, 4000, 4300, 4301)), ("test", (999, 1000, 1250))):
+        for n in sizes:
+            small = data.load("mnist1d", sp, size=n, seed=3, dtype="float64",
+                              standardize=False)
+            np.testing.assert_array_equal(small.x, big[sp].x[:n])
+            np.testing.assert_array_equal(small.labels, big[sp].labels[:n])
+    # the extension blocks cover every class and are new samples (not block 0 again)
+    ext = big["train"].labels[4000:]
+    assert set(np.unique(ext)) == set(range(10))
+    std_train = data.load("mnist1d", "train", standardize=False, dtype="float64").x
+    assert _n_affine_duplicates(big["train"].x[4000:], std_train) == 0
+    assert _n_affine_duplicates(big["train"].x[4000:4300], big["train"].x[4300:]) == 0
+    # regenerating from scratch gives the same rows (no dependence on cache or call order)
+    data._mnist1d_block.cache_clear()
+    data._mnist1d_standard.cache_clear()
+    again = data.load("mnist1d", "train", size=4700, seed=3, dtype="float64",
+                      standardize=False)
+    np.testing.assert_array_equal(again.x, big["train"].x)
+    # standardization uses the standard train split whatever the size
+    a = data.load("mnist1d", "train", size=4700, seed=3, dtype="float64")
+    b = data.load("mnist1d", "train", size=50, seed=3, dtype="float64")
+    np.testing.assert_array_equal(a.x[:50], b.x)
+    # another seed orders the same samples differently
+    other = data.load("mnist1d", "train", size=4000, seed=4, dtype="float64",
+                      standardize=False)
+    assert _rows(other.x) == _rows(big["train"].x[:4000])
+    assert not np.array_equal(other.x, big["train"].x[:4000])
+
+
+@pytest.mark.parametrize("name,n_big", [("digits", 500), ("gaussian", 2000),
+                                         ("sphere", 2000)])
+def test_splits_disjoint_deterministic_and_prefix(name, n_big):
+    kw = dict(dtype="float64", standardize=False)
+    tr = data.load(name, "train", size=n_big, seed=7, **kw)
+    te = data.load(name, "test", size=n_big, seed=7, **kw)
+    assert not _rows(tr.x) & _rows(te.x)
+    assert len(_rows(tr.x)) == n_big
+    for n in (1, 37, n_big - 1):
+        small = data.load(name, "train", size=n, seed=7, **kw)
+        np.testing.assert_array_equal(small.x, tr.x[:n])
+        np.testing.assert_array_equal(small.labels, tr.labels[:n])
+    np.testing.assert_array_equal(data.load(name, "train", size=n_big, seed=7, **kw).x, tr.x)
+    if name == "digits":  # the whole splits are disjoint as well
+        full = {sp: data.load(name, sp, **kw).x for sp in ("train", "test")}
+        assert not _rows(full["train"]) & _rows(full["test"])
 
 
 @pytest.mark.parametrize("name", ["gaussian", "sphere"])
