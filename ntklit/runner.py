@@ -313,16 +313,55 @@ def load_profile(chapter: Chapter, profile: str) -> dict[str, Any]:
     """
     if profile not in ("quick", "full"):
         raise RunnerError(f"profile must be one of quick, full (or auto), got {profile!r}")
-    if profile == "quick" or not chapter.profile_file.is_file():
+    if profile == "quick":
+        return {}
+    return dict(_profile_file(chapter).get(profile) or {})
+
+
+#: Keys of a profile file: the two profiles and ``gpu``, a sentence saying that (and why) the
+#: full profile needs a GPU, shown on the chapter's page (see :func:`profile_note`).
+PROFILE_FILE_KEYS = ("quick", "full", "gpu")
+
+
+def _profile_file(chapter: Chapter) -> dict[str, Any]:
+    """The chapter's profile file as a dict (``{}`` if it has none), its keys checked."""
+    if not chapter.profile_file.is_file():
         return {}
     import yaml
 
     data = yaml.safe_load(chapter.profile_file.read_text()) or {}
-    unknown = set(data) - {"quick", "full"}
+    unknown = set(data) - set(PROFILE_FILE_KEYS)
     if unknown:
-        raise RunnerError(f"{chapter.profile_file}: unknown profile(s) {sorted(unknown)}; "
-                          "allowed: quick, full")
-    return dict(data.get(profile) or {})
+        raise RunnerError(f"{chapter.profile_file}: unknown key(s) {sorted(unknown)}; "
+                          f"allowed: {', '.join(PROFILE_FILE_KEYS)}")
+    if "gpu" in data and not (isinstance(data["gpu"], str) and data["gpu"].strip()):
+        raise RunnerError(f"{chapter.profile_file}: 'gpu' must be a non-empty sentence, got "
+                          f"{data['gpu']!r}")
+    return data
+
+
+def profile_note(chapter: Chapter, record: "RunRecord | None") -> str:
+    """MyST admonition placed under a chapter's title in the built book.
+
+    It says how the page was computed (profile, device, run time, a link to the
+    reproducibility page) and how to run the full profile; when the chapter's profile file has
+    a ``gpu`` entry, it is a GPU admonition quoting that entry.
+
+    Args:
+      chapter: the chapter.
+      record: the run record of the executed notebook on the page (``None``: unknown).
+    """
+    gpu = _profile_file(chapter).get("gpu")
+    how = ("This page was computed with the **{p}** profile on {d} in {t:.0f} s".format(
+        p=record.profile, d=record.device, t=record.seconds) if record is not None
+        else "This page's run record is missing")
+    lines = [f":::{{admonition}} {'GPU' if gpu else 'Profile'}",
+             f":class: {'warning' if gpu else 'note'}",
+             f"{how} (parameters and versions: {{doc}}`reproducibility`). "
+             f"The full profile runs with `python -m ntklit run {chapter.name} --profile full`"
+             f"{'.' if not gpu else ' and needs a GPU: ' + ' '.join(gpu.split())}",
+             ":::"]
+    return "\n".join(lines)
 
 
 def resolve_parameters(chapter: Chapter, profile: str,
@@ -768,7 +807,13 @@ def _stage(root: Path, paths: BuildPaths) -> Path:
         if not ex.is_file():
             missing.append(ch.name)
             continue
-        shutil.copy2(ex, stage / f"{ch.docname}.ipynb")
+        nb = json.loads(ex.read_text())
+        rec_path = paths.records / f"{ch.name}.json"
+        note = profile_note(ch, RunRecord.load(rec_path) if rec_path.is_file() else None)
+        at = 1 if nb["cells"] and nb["cells"][0]["cell_type"] == "markdown" else 0
+        nb["cells"].insert(at, {"cell_type": "markdown", "id": "ntklit-profile-note",
+                                "metadata": {}, "source": note.splitlines(keepends=True)})
+        (stage / f"{ch.docname}.ipynb").write_text(json.dumps(nb, indent=1))
     if missing:
         raise RunnerError("these chapters have no executed copy; run them first "
                           f"(python -m ntklit run {' '.join(missing)}): {', '.join(missing)}")

@@ -138,6 +138,19 @@ def test_chapter_figures_were_rendered(built_book):
 
 
 @pytest.mark.slow
+def test_chapter_pages_say_how_they_were_computed(built_book):
+    """Every chapter page carries the runner's note; a GPU note where the profile file says so."""
+    for ch in runner.chapters(REPO):
+        page = (built_book / f"{ch.docname}.html").read_text()
+        text = " ".join(re.sub(r"<[^>]+>", "", page).split())
+        gpu = runner._profile_file(ch).get("gpu")
+        assert f"python -m ntklit run {ch.name} --profile full" in text, ch.name
+        assert ('class="warning admonition"' in page) == bool(gpu), ch.name
+        if gpu:
+            assert "needs a GPU: " + " ".join(gpu.split())[:40] in text, ch.name
+
+
+@pytest.mark.slow
 def test_math_uses_local_mathjax_and_repro_page_lists_chapters(built_book):
     page = (built_book / "book" / "00_introduction.html").read_text()
     assert 'src="../_static/mathjax/tex-chtml.js"' in page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -66,8 +67,14 @@ def book(tmp_path: Path) -> Path:
     nbformat.write(_notebook("2. Beta", 'profile: str = "quick"  # profile\nk: int = 1  # k\n',
                              ["print('beta', k)", "assert k != 13, 'unlucky k'"]),
                    root / "book" / "02_beta.ipynb")
-    (root / "book" / "profiles" / "01_alpha.yaml").write_text("full:\n  n: 7\n  widths: [4, 8]\n")
+    (root / "book" / "profiles" / "01_alpha.yaml").write_text(
+        "gpu: it needs a GPU for test reasons.\nfull:\n  n: 7\n  widths: [4, 8]\n")
     return root
+
+
+def _text(html: str) -> str:
+    """The text of an HTML page (tags removed)."""
+    return re.sub(r"<[^>]+>", "", html)
 
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -132,6 +139,17 @@ def test_resolve_parameters_profiles_and_types(book):
         runner.resolve_parameters(ch, "quick", {"n": True})
 
 
+@pytest.mark.parametrize("text, match", [
+    ("fast:\n  n: 1\n", r"unknown key\(s\) \['fast'\]; allowed: quick, full, gpu"),
+    ("gpu: 3\nfull:\n  n: 1\n", "'gpu' must be a non-empty sentence"),
+])
+def test_profile_file_keys_are_checked(book, text, match):
+    (book / "book" / "profiles" / "01_alpha.yaml").write_text(text)
+    ch = runner.select(book, ["01_alpha"])[0]
+    with pytest.raises(runner.RunnerError, match=match):
+        runner.load_profile(ch, "full")
+
+
 def test_profile_file_with_unknown_parameter_is_rejected(book):
     (book / "book" / "profiles" / "01_alpha.yaml").write_text("full:\n  depth: 3\n")
     (ch,) = runner.select(book, ["1"])
@@ -179,6 +197,14 @@ def test_run_cache_failure_and_build(book):
     repro = (html / "book" / "reproducibility.html").read_text()
     assert "01_alpha" in repro or "1. Alpha" in repro
     assert "quick" in repro and "widths" in repro
+    # Every chapter page says how it was computed; a GPU note where the profile file has one.
+    alpha = (html / "book" / "01_alpha.html").read_text()
+    beta = (html / "book" / "02_beta.html").read_text()
+    assert 'class="warning admonition"' in alpha and 'href="reproducibility.html"' in alpha
+    assert "needs a GPU: it needs a GPU for test reasons." in _text(alpha)
+    assert "python -m ntklit run 01_alpha --profile full" in _text(alpha)
+    assert 'class="note admonition"' in beta and "needs a GPU" not in beta
+    assert "computed with the quick profile on cpu" in _text(beta)
     assert _tree_digest(book) == before, "a run modified files outside _build"
 
     # Unchanged inputs: skipped. A changed parameter: re-run.
