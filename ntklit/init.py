@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _validate
+
 __all__ = ["haar_orthogonal", "orthogonal", "delta_orthogonal", "gaussian",
            "orthogonalize_params", "CONV_MODES", "PARAMETERIZATIONS"]
 
@@ -40,21 +42,6 @@ __all__ = ["haar_orthogonal", "orthogonal", "delta_orthogonal", "gaussian",
 CONV_MODES = ("delta", "orthogonal")
 #: Allowed values of ``orthogonalize_params(parameterization=...)``.
 PARAMETERIZATIONS = ("ntk", "standard")
-
-
-def _check_key(key) -> None:
-    if not isinstance(key, jax.Array):
-        raise ValueError(f"key must be a JAX PRNG key (jax.random.key(seed)), got "
-                         f"{type(key).__name__}")
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be a positive int, got {value!r} "
-                         f"({type(value).__name__})")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return int(value)
 
 
 def _check_shape(name: str, shape, min_ndim: int, max_ndim: int | None = None) -> tuple:
@@ -68,7 +55,7 @@ def _check_shape(name: str, shape, min_ndim: int, max_ndim: int | None = None) -
         raise ValueError(f"{name} must have {allowed} entries, got {shape!r} "
                          f"({len(shape)} entries)")
     for i, s in enumerate(shape):
-        _check_positive_int(f"{name}[{i}]", s)
+        _validate.integer(f"{name}[{i}]", s)
     return tuple(int(s) for s in shape)
 
 
@@ -117,8 +104,8 @@ def haar_orthogonal(key: jax.Array, n: int, dtype=jnp.float32, *,
     Raises:
       ValueError: for a non-positive or non-integer ``n``, a non-float ``dtype`` or a bad key.
     """
-    _check_key(key)
-    n = _check_positive_int("n", n)
+    _validate.prng_key(key)
+    n = _validate.integer("n", n)
     dt = _check_float_dtype(dtype)
     g = jax.random.normal(key, (n, n), dtype=dt)
     q, r = jnp.linalg.qr(g)
@@ -157,7 +144,7 @@ def orthogonal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.A
     Raises:
       ValueError: if ``shape`` is not a pair of positive ints, or ``dtype`` is not floating.
     """
-    _check_key(key)
+    _validate.prng_key(key)
     n_in, n_out = _check_shape("shape", shape, 2, 2)
     dt = _check_float_dtype(dtype)
     m, r = max(n_in, n_out), min(n_in, n_out)
@@ -208,7 +195,7 @@ def delta_orthogonal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) ->
       ValueError: if ``shape`` has fewer than 3 entries or non-positive entries, or ``dtype``
         is not floating.
     """
-    _check_key(key)
+    _validate.prng_key(key)
     shape = _check_shape("shape", shape, 3)
     dt = _check_float_dtype(dtype)
     filter_shape, (c_in, c_out) = shape[:-2], shape[-2:]
@@ -232,7 +219,7 @@ def gaussian(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Arr
     Raises:
       ValueError: for an empty or non-positive ``shape`` or a non-float ``dtype``.
     """
-    _check_key(key)
+    _validate.prng_key(key)
     shape = _check_shape("shape", shape, 1)
     dt = _check_float_dtype(dtype)
     return jax.random.normal(key, shape, dt)
@@ -317,12 +304,9 @@ def orthogonalize_params(key: jax.Array, params: Any, *, conv: str = "delta",
         a Dense/Conv ``(W, b)`` pair (e.g. a bare 3-D array or a parameter of an unsupported
         layer), naming what was found and what is supported.
     """
-    _check_key(key)
-    if conv not in CONV_MODES:
-        raise ValueError(f"conv must be one of {CONV_MODES}, got {conv!r}")
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got "
-                         f"{parameterization!r}")
+    _validate.prng_key(key)
+    _validate.choice("conv", conv, CONV_MODES)
+    _validate.choice("parameterization", parameterization, PARAMETERIZATIONS)
     counter = [0]
 
     def new_weight(w):

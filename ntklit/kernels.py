@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from . import _validate
+
 __all__ = [
     "ACTIVATIONS", "infinite_width_kernels", "relu_dual", "erf_dual", "hermite_dual",
     "dual_fn", "fcn_kernels", "cnn_kernels", "angular_inputs", "condition_number",
@@ -46,29 +48,6 @@ __all__ = [
 ACTIVATIONS = ("relu", "erf", "tanh", "linear")
 _ARCHS = ("fcn", "cnn")
 _GETS = ("nngp", "ntk")
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name, value, *, minimum=0.0, strict=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    bad = (value <= minimum) if strict else (value < minimum)
-    if not math.isfinite(value) or bad:
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum} and finite, "
-                         f"got {value}")
-    return value
 
 
 # ----------------------------------------------------------------------------- neural-tangents
@@ -95,9 +74,9 @@ def infinite_width_kernels(x1, x2=None, *, architecture: str = "fcn", depth: int
     """
     from . import nets
 
-    _check_choice("architecture", architecture, _ARCHS)
-    depth = _check_int("depth", depth, 1)
-    _check_int("batch_size", batch_size, 0)
+    _validate.choice("architecture", architecture, _ARCHS)
+    depth = _validate.integer("depth", depth, 1)
+    _validate.integer("batch_size", batch_size, 0)
     x1 = np.asarray(x1)
     want = 2 if architecture == "fcn" else 4
     if x1.ndim != want:
@@ -177,8 +156,8 @@ def hermite_dual(fn: Callable, dfn: Callable, q1, q2, q12, *, deg: int = 200,
     Returns:
       ``(k, kdot)`` arrays of the broadcast shape, float64.
     """
-    deg = _check_int("deg", deg, 2)
-    chunk = _check_int("chunk", chunk, 1)
+    deg = _validate.integer("deg", deg, 2)
+    chunk = _validate.integer("chunk", chunk, 1)
     q1, q2, q12 = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (q1, q2, q12)))
     shape = q1.shape
     q1, q2, q12 = q1.ravel(), q2.ravel(), q12.ravel()
@@ -223,14 +202,14 @@ def dual_fn(activation: str, *, tanh_deg: int = 200) -> Callable:
       activation: one of :data:`ACTIVATIONS`.
       tanh_deg: Gauss-Hermite nodes per dimension for ``"tanh"``.
     """
-    _check_choice("activation", activation, ACTIVATIONS)
+    _validate.choice("activation", activation, ACTIVATIONS)
     if activation == "relu":
         return relu_dual
     if activation == "erf":
         return erf_dual
     if activation == "linear":
         return _linear_dual
-    deg = _check_int("tanh_deg", tanh_deg, 2)
+    deg = _validate.integer("tanh_deg", tanh_deg, 2)
     return lambda a, b, c: hermite_dual(_tanh, _dtanh, a, b, c, deg=deg)
 
 
@@ -245,11 +224,11 @@ def _resolve_dual(activation, dual):
 # ----------------------------------------------------------------------------- FCN recursion
 def _check_recursion_args(depth, activation, W_std, b_std, dual):
     """Validate the arguments shared by :func:`fcn_kernels` and :func:`cnn_kernels`."""
-    depth = _check_int("depth", depth, 1)
-    W_std = _check_real("W_std", W_std, strict=True)
-    b_std = _check_real("b_std", b_std)
+    depth = _validate.integer("depth", depth, 1)
+    W_std = _validate.real("W_std", W_std, strict=True)
+    b_std = _validate.real("b_std", b_std)
     if dual is None:
-        _check_choice("activation", activation, ACTIVATIONS)
+        _validate.choice("activation", activation, ACTIVATIONS)
     return depth, W_std, b_std, _resolve_dual(activation, dual)
 
 
@@ -399,7 +378,7 @@ def angular_inputs(angles, dim: int = 2) -> np.ndarray:
     Returns:
       ``(len(angles), dim)`` float64.
     """
-    dim = _check_int("dim", dim, 2)
+    dim = _validate.integer("dim", dim, 2)
     a = np.asarray(angles, dtype=np.float64)
     if a.ndim != 1:
         raise ValueError(f"angles must be 1-d, got shape {a.shape}")
@@ -424,20 +403,20 @@ _PHASE_ACTS = ("relu", "erf", "tanh")
 
 
 def _unit_dual(activation, tanh_deg):
-    _check_choice("activation", activation, _PHASE_ACTS)
+    _validate.choice("activation", activation, _PHASE_ACTS)
     return dual_fn(activation, tanh_deg=tanh_deg)
 
 
 def _diag_dual(activation, q, tanh_deg):
     """(E[phi(u)^2], E[phi'(u)^2]) for u ~ N(0, q): closed forms, or a 1-d Gauss-Hermite rule
     of ``tanh_deg`` nodes for tanh."""
-    _check_choice("activation", activation, _PHASE_ACTS)
+    _validate.choice("activation", activation, _PHASE_ACTS)
     if activation == "relu":  # E[relu(u)^2] = q/2 and E[step(u)^2] = 1/2 for every q >= 0
         return 0.5 * float(q), 0.5
     if activation != "tanh":
         k, kd = dual_fn(activation)(q, q, q)
         return float(k), float(kd)
-    x, w = _hermite_nodes(_check_int("tanh_deg", tanh_deg, 2))
+    x, w = _hermite_nodes(_validate.integer("tanh_deg", tanh_deg, 2))
     u = np.sqrt(q) * x
     return float(w @ _tanh(u) ** 2), float(w @ _dtanh(u) ** 2)
 
@@ -467,9 +446,9 @@ def q_fixed_point(activation: str, W_var: float, b_var: float, *, tol: float = 1
     """
     from scipy.optimize import brentq
 
-    W_var = _check_real("W_var", W_var, strict=True)
-    b_var = _check_real("b_var", b_var)
-    _check_choice("activation", activation, _PHASE_ACTS)
+    W_var = _validate.real("W_var", W_var, strict=True)
+    b_var = _validate.real("b_var", b_var)
+    _validate.choice("activation", activation, _PHASE_ACTS)
     if activation == "relu":  # the map is affine: q -> W_var q / 2 + b_var
         if W_var < 2:
             return b_var / (1 - W_var / 2)
@@ -515,7 +494,7 @@ def critical_weight_variance(activation: str, b_var: float, *, bracket=(0.1, 20.
     """
     from scipy.optimize import brentq
 
-    b_var = _check_real("b_var", b_var)
+    b_var = _validate.real("b_var", b_var)
     f = lambda w: chi_1(activation, w, b_var, tanh_deg=tanh_deg) - 1.0  # noqa: E731
     lo, hi = bracket
     if f(lo) * f(hi) > 0:
@@ -550,8 +529,8 @@ def correlation_iterates(activation: str, W_var: float, b_var: float, c0: float,
     Returns:
       ``(num_layers + 1,)`` array starting with ``c0``.
     """
-    num_layers = _check_int("num_layers", num_layers, 1)
-    c0 = _check_real("c0", c0, minimum=-1.0)
+    num_layers = _validate.integer("num_layers", num_layers, 1)
+    c0 = _validate.real("c0", c0, minimum=-1.0)
     if c0 > 1:
         raise ValueError(f"c0 must be in [-1, 1], got {c0}")
     q = q_fixed_point(activation, W_var, b_var, tanh_deg=tanh_deg)
@@ -643,8 +622,8 @@ def kernel_regression(kernel_fn: Callable, x_train, y_train, x_test, *, get: str
     """
     import neural_tangents as nt
 
-    _check_choice("get", get, _GETS)
-    diag_reg = _check_real("diag_reg", diag_reg)
+    _validate.choice("get", get, _GETS)
+    diag_reg = _validate.real("diag_reg", diag_reg)
     y_train = np.asarray(y_train)
     if y_train.ndim != 2 or y_train.shape[0] != np.shape(x_train)[0]:
         raise ValueError(f"y_train must be (N, k) with N = len(x_train) = "

@@ -38,15 +38,14 @@ Activations (``activation=``):
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from neural_tangents import stax
 
+from . import _validate
 from . import init as _init
 
 __all__ = ["fcn", "cnn", "activation_layer", "ACTIVATIONS", "INITS", "READOUTS", "PADDINGS",
@@ -85,7 +84,7 @@ def activation_layer(activation: str, *, tanh_deg: int = TANH_QUADRATURE_DEG):
     Raises:
       ValueError: for an unknown name or a bad ``tanh_deg``.
     """
-    tanh_deg = _check_int("tanh_deg", tanh_deg, 1)
+    tanh_deg = _validate.integer("tanh_deg", tanh_deg, 1)
     if activation == "relu":
         return stax.Relu()
     if activation == "erf":
@@ -99,38 +98,13 @@ def activation_layer(activation: str, *, tanh_deg: int = TANH_QUADRATURE_DEG):
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r} "
-                         f"({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_real(name: str, value, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} and finite, "
-                         f"got {value}")
-    return value
-
-
-def _check_choice(name: str, value, allowed: tuple) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
 def _common_checks(activation, W_std, b_std, out_dim, init, parameterization):
-    _check_choice("activation", activation, ACTIVATIONS)
-    W_std = _check_real("W_std", W_std, positive=True)
-    b_std = _check_real("b_std", b_std, positive=False)
-    out_dim = _check_int("out_dim", out_dim, 1)
-    _check_choice("init", init, INITS)
-    _check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+    _validate.choice("activation", activation, ACTIVATIONS)
+    W_std = _validate.real("W_std", W_std, positive=True)
+    b_std = _validate.real("b_std", b_std, positive=False)
+    out_dim = _validate.integer("out_dim", out_dim, 1)
+    _validate.choice("init", init, INITS)
+    _validate.choice("parameterization", parameterization, PARAMETERIZATIONS)
     return W_std, b_std, out_dim
 
 
@@ -188,11 +162,11 @@ def fcn(depth: int, width: int, *, activation: str = "relu", W_std: float = 1.0,
       ValueError: for a negative ``depth``, non-positive ``width``/``out_dim``/``W_std``,
         negative ``b_std``, or an unknown ``activation``/``init``/``parameterization``.
     """
-    depth = _check_int("depth", depth, 0)
-    width = _check_int("width", width, 1)
+    depth = _validate.integer("depth", depth, 0)
+    width = _validate.integer("width", width, 1)
     W_std, b_std, out_dim = _common_checks(activation, W_std, b_std, out_dim, init,
                                            parameterization)
-    tanh_deg = _check_int("tanh_deg", tanh_deg, 1)
+    tanh_deg = _validate.integer("tanh_deg", tanh_deg, 1)
     b = b_std if b_std > 0 else None
     layers = []
     for _ in range(depth):
@@ -253,19 +227,19 @@ def cnn(depth: int, channels: int, *, filter_shape: Sequence[int] = (3, 3),
       ValueError: for bad sizes, a ``filter_shape`` that is not a non-empty tuple of positive
         ints, or an unknown ``activation``/``readout``/``padding``/``init``/``parameterization``.
     """
-    depth = _check_int("depth", depth, 0)
-    channels = _check_int("channels", channels, 1)
+    depth = _validate.integer("depth", depth, 0)
+    channels = _validate.integer("channels", channels, 1)
     if not isinstance(filter_shape, (tuple, list)) or len(filter_shape) == 0:
         raise ValueError(f"filter_shape must be a non-empty tuple of positive ints, got "
                          f"{filter_shape!r}")
-    filter_shape = tuple(_check_int(f"filter_shape[{i}]", f, 1)
+    filter_shape = tuple(_validate.integer(f"filter_shape[{i}]", f, 1)
                          for i, f in enumerate(filter_shape))
     W_std, b_std, out_dim = _common_checks(activation, W_std, b_std, out_dim, init,
                                            parameterization)
-    _check_choice("readout", readout, READOUTS)
-    _check_choice("padding", padding, PADDINGS)
-    _check_choice("conv", conv, _init.CONV_MODES)
-    tanh_deg = _check_int("tanh_deg", tanh_deg, 1)
+    _validate.choice("readout", readout, READOUTS)
+    _validate.choice("padding", padding, PADDINGS)
+    _validate.choice("conv", conv, _init.CONV_MODES)
+    tanh_deg = _validate.integer("tanh_deg", tanh_deg, 1)
     delta = init == "orthogonal" and conv == "delta"
     if delta and padding == "VALID" and depth > 0:
         raise ValueError("conv='delta' with init='orthogonal' needs padding in "

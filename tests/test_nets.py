@@ -179,14 +179,14 @@ def test_orthogonal_linear_net_is_isometry():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(depth=-1), "depth must be an int >= 0"),
     (dict(depth=1.5), "depth must be an int"),
-    (dict(width=0), "width must be an int >= 1"),
+    (dict(width=0), "width must be a positive int"),
     (dict(activation="sigmoid"), "activation must be one of"),
     (dict(init="he"), "init must be one of"),
-    (dict(W_std=0.0), "W_std must be > 0"),
-    (dict(b_std=-0.1), "b_std must be >= 0"),
-    (dict(out_dim=0), "out_dim must be an int >= 1"),
+    (dict(W_std=0.0), "W_std must be a positive"),
+    (dict(b_std=-0.1), "b_std must be a non-negative"),
+    (dict(out_dim=0), "out_dim must be a positive int"),
     (dict(parameterization="mup"), "parameterization must be one of"),
-    (dict(tanh_deg=0), "tanh_deg must be an int >= 1"),
+    (dict(tanh_deg=0), "tanh_deg must be a positive int"),
 ])
 def test_fcn_bad_inputs(kwargs, match):
     args = dict(depth=2, width=8)
@@ -197,9 +197,9 @@ def test_fcn_bad_inputs(kwargs, match):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(channels=0), "channels must be an int >= 1"),
+    (dict(channels=0), "channels must be a positive int"),
     (dict(filter_shape=3), "filter_shape must be a non-empty tuple"),
-    (dict(filter_shape=(3, 0)), r"filter_shape\[1\] must be an int >= 1"),
+    (dict(filter_shape=(3, 0)), r"filter_shape\[1\] must be a positive int"),
     (dict(readout="max"), "readout must be one of"),
     (dict(padding="same"), "padding must be one of"),
     (dict(conv="gaussian"), "conv must be one of"),
