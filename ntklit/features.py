@@ -55,6 +55,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntklit import _validate
+
 __all__ = [
     "METHODS", "FeatureMap", "feature_map", "ntk_random_features", "ntk_sketch",
     "kappa0", "kappa1", "relu_ntk", "poly_relu_ntk", "arccos_poly_coefficients",
@@ -72,16 +74,6 @@ _MAX_DEGREE = 32
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
-
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi else 'inf'}], "
-                         f"got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi else 'inf'}], "
-                         f"got {value}")
-    return int(value)
-
 
 def _check_inputs(x: Any, in_dim: int | None = None, name: str = "x") -> jnp.ndarray:
     x = jnp.asarray(x)
@@ -161,7 +153,7 @@ def relu_ntk(x1: Any, x2: Any | None = None, *, depth: int) -> jnp.ndarray:
     Raises:
       ValueError: for a bad ``depth`` or input shapes.
     """
-    depth = _check_int("depth", depth, 1, _MAX_DEPTH)
+    depth = _validate.integer("depth", depth, 1, _MAX_DEPTH)
     x1 = _check_inputs(x1, name="x1")
     x2 = x1 if x2 is None else _check_inputs(x2, x1.shape[1], name="x2")
     return _relu_ntk_jit(x1, x2, depth)
@@ -193,7 +185,7 @@ def arccos_poly_coefficients(degree: int) -> tuple[np.ndarray, np.ndarray]:
     """
     from scipy.optimize import nnls
 
-    degree = _check_int("degree", degree, 1, _MAX_DEGREE)
+    degree = _validate.integer("degree", degree, 1, _MAX_DEGREE)
     grid = np.cos(np.linspace(np.pi, 0.0, 801))  # Chebyshev-like, dense near +-1
     powers = grid[:, None] ** np.arange(degree + 1)[None, :]
     weights = np.ones_like(grid)
@@ -224,7 +216,7 @@ def poly_relu_ntk(x1: Any, x2: Any | None = None, *, depth: int, degree: int) ->
     Returns:
       The kernel matrix, shape ``(N1, N2)``.
     """
-    depth = _check_int("depth", depth, 1, _MAX_DEPTH)
+    depth = _validate.integer("depth", depth, 1, _MAX_DEPTH)
     c0, c1 = arccos_poly_coefficients(degree)
     x1 = _check_inputs(x1, name="x1")
     x2 = x1 if x2 is None else _check_inputs(x2, x1.shape[1], name="x2")
@@ -377,7 +369,7 @@ class FeatureMap:
 
     def __call__(self, x: Any, batch_size: int = 2048) -> jnp.ndarray:
         x = _check_inputs(x, self.in_dim)
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = _validate.integer("batch_size", batch_size, 1)
         n = x.shape[0]
         if n <= batch_size:
             return self._apply(self.params, x)
@@ -439,10 +431,11 @@ def ntk_random_features(key: jax.Array, in_dim: int, depth: int, dim: int, *,
     Raises:
       ValueError: for invalid ``in_dim``, ``depth`` or ``dim``.
     """
-    in_dim = _check_int("in_dim", in_dim, 1)
-    depth = _check_int("depth", depth, 1, _MAX_DEPTH)
-    dim = _check_int("dim", dim, 4)
-    block_size = _check_int("block_size", block_size, 1)
+    key = _validate.prng_key(key)
+    in_dim = _validate.integer("in_dim", in_dim, 1)
+    depth = _validate.integer("depth", depth, 1, _MAX_DEPTH)
+    dim = _validate.integer("dim", dim, 4)
+    block_size = _validate.integer("block_size", block_size, 1)
     m1, ms = _split_dim(dim)
     layers = []
     prev_phi, prev_psi = in_dim, in_dim
@@ -509,10 +502,11 @@ def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
     Raises:
       ValueError: for invalid ``in_dim``, ``depth``, ``dim`` or ``degree``.
     """
-    in_dim = _check_int("in_dim", in_dim, 1)
-    depth = _check_int("depth", depth, 1, _MAX_DEPTH)
-    dim = _check_int("dim", dim, 4)
-    degree = _check_int("degree", degree, 1, _MAX_DEGREE)
+    key = _validate.prng_key(key)
+    in_dim = _validate.integer("in_dim", in_dim, 1)
+    depth = _validate.integer("depth", depth, 1, _MAX_DEPTH)
+    dim = _validate.integer("dim", dim, 4)
+    degree = _validate.integer("degree", degree, 1, _MAX_DEGREE)
     c0, c1 = arccos_poly_coefficients(degree)
     m1, ms = _split_dim(dim)
     layers = []
@@ -572,8 +566,7 @@ def feature_map(key: jax.Array, method: str, in_dim: int, depth: int, dim: int, 
     Raises:
       ValueError: for an unknown ``method`` or invalid sizes.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    method = _validate.choice("method", method, METHODS)
     if method == "sketch":
         return ntk_sketch(key, in_dim, depth, dim, degree=degree)
     return ntk_random_features(key, in_dim, depth, dim,
@@ -651,6 +644,9 @@ def ridge_select(phi_train: Any, y_train: Any, phi_val: Any, labels_val: Any,
     :math:`O(N m^2 + m^3)` time and :math:`O(m^2)` extra memory, with
     :math:`\\lambda = r\\,\\mathrm{tr}(\\Phi\\Phi^\\top)/N` for each relative ridge :math:`r`
     (the same scale as :func:`kernel_ridge_select`, so both regularize a kernel the same way).
+    When :math:`N < m` it solves the same problem in the dual instead,
+    :math:`W = \\Phi^\\top (\\Phi\\Phi^\\top + \\lambda I)^{-1} Y` (push-through identity),
+    :math:`O(N^2 m + N^3)` time and :math:`O(N^2)` extra memory; the result is the same.
     One eigendecomposition serves every candidate.
 
     Args:
@@ -674,9 +670,16 @@ def ridge_select(phi_train: Any, y_train: Any, phi_val: Any, labels_val: Any,
     y, labels_val, ridges = _check_ridge_args(y_train, labels_val, ridges, phi_train.shape[0],
                                               phi_val.shape[0])
     phi_j = jnp.asarray(phi_train)
-    gram = phi_j.T @ phi_j
-    scale = float(jnp.trace(gram)) / phi_train.shape[0]
-    ws = _solve_all(gram, np.asarray(phi_j.T @ jnp.asarray(y, phi_j.dtype)), ridges * scale)
+    n, m = phi_train.shape
+    if n < m:  # dual: (Phi Phi^T + lam I)^-1 Y, then W = Phi^T alpha
+        gram = phi_j @ phi_j.T
+        scale = float(jnp.trace(gram)) / n
+        ws = [np.asarray(phi_j.T @ jnp.asarray(a, phi_j.dtype))
+              for a in _solve_all(gram, y, ridges * scale)]
+    else:
+        gram = phi_j.T @ phi_j
+        scale = float(jnp.trace(gram)) / n
+        ws = _solve_all(gram, np.asarray(phi_j.T @ jnp.asarray(y, phi_j.dtype)), ridges * scale)
     acc = np.array([_accuracy(phi_val @ w, labels_val) for w in ws])
     best = int(np.argmax(acc))
     return RidgeFit(float(ridges[best]), ridges, acc, ws[best], False)

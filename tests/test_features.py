@@ -156,6 +156,28 @@ def test_ridge_primal_equals_dual():
     assert fit.val_accuracy[0] == 1.0
 
 
+def test_ridge_dual_path_when_fewer_samples_than_features():
+    """N < m takes the dual (N x N) solve; it must give the same fit as the kernel solve with
+    K = Phi Phi^T and reproduce an exactly representable target as the ridge goes to 0."""
+    rng = np.random.default_rng(1)
+    phi, phi_val = rng.normal(size=(15, 40)), rng.normal(size=(8, 40))
+    labels, labels_val = rng.integers(0, 3, 15), rng.integers(0, 3, 8)
+    y = np.eye(3)[labels]
+    for r in (1e-3, 1e-1):
+        fit = F.ridge_select(phi, y, phi_val, labels_val, [r])
+        assert not fit.dual and fit.coef.shape == (40, 3)
+        ref = F.kernel_ridge_select(phi @ phi.T, y, phi_val @ phi.T, labels_val, [r])
+        np.testing.assert_allclose(fit.predict(phi_val), ref.predict(phi_val @ phi.T),
+                                   rtol=1e-8, atol=1e-10)
+        # and it equals the primal normal equations (Phi^T Phi + lam I) W = Phi^T Y
+        lam = r * np.trace(phi @ phi.T) / 15
+        w = np.linalg.solve(phi.T @ phi + lam * np.eye(40), phi.T @ y)
+        np.testing.assert_allclose(fit.coef, w, rtol=1e-7, atol=1e-9)
+    # interpolation: with N < m a tiny ridge fits the training targets exactly
+    fit = F.ridge_select(phi, y, phi_val, labels_val, [1e-12])
+    np.testing.assert_allclose(phi @ fit.coef, y, atol=1e-6)
+
+
 def test_measure():
     out, m = F.measure(lambda: jnp.ones((1000, 1000)).sum())
     assert float(out) == 1e6
@@ -179,6 +201,8 @@ def test_measure():
                                                                     batch_size=0),
      "batch_size"),
     (lambda: F.relu_ntk(np.ones((3, 4)), depth=0), "depth"),
+    (lambda: F.feature_map(0, "sketch", 4, 1, 16), "key"),
+    (lambda: F.ntk_random_features(np.zeros(3), 4, 1, 16), "key"),
     (lambda: F.ridge_select(np.ones((3, 2)), np.ones((3, 1)), np.ones((2, 2)), np.ones(2),
                             [-1.0]), "ridges"),
     (lambda: F.ridge_select(np.ones((3, 2)), np.ones((4, 1)), np.ones((2, 2)), np.ones(2)),
