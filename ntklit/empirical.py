@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _validate
 from . import compat as _compat
 
 _compat.apply()
@@ -54,7 +55,7 @@ import neural_tangents as nt  # noqa: E402  (needs the compat patches first)
 __all__ = [
     "IMPLEMENTATIONS", "ACTIVATIONS", "Kernels", "FluctuationStats",
     "ntk", "nngp", "kernels", "dense_layers", "fcn_kernels", "fcn_ntk",
-    "ensemble", "ensemble_kernels", "fcn_ensemble_kernels", "auto_chunk_size",
+    "ensemble", "ensemble_kernels", "fcn_ensemble_kernels", "auto_chunk_size", "INIT_MODES",
     "fluctuation_stats", "relative_frobenius_error", "Sweep", "width_sweep",
 ]
 
@@ -133,17 +134,14 @@ def _check_inputs(x1, x2):
 
 
 def _check_implementation(implementation) -> int:
-    if isinstance(implementation, str) and implementation in IMPLEMENTATIONS:
-        return IMPLEMENTATIONS[implementation]
-    if isinstance(implementation, (int, np.integer)) and int(implementation) in (0, 1, 2, 3):
-        return int(implementation)
-    raise ValueError(f"implementation must be one of {sorted(IMPLEMENTATIONS)} (or 0-3), "
-                     f"got {implementation!r}")
+    if isinstance(implementation, (int, np.integer)) and not isinstance(implementation, bool):
+        return _validate.integer("implementation", implementation, minimum=0, maximum=3)
+    return IMPLEMENTATIONS[_validate.choice("implementation", implementation,
+                                            tuple(IMPLEMENTATIONS))]
 
 
 def _check_readout(readout: str) -> None:
-    if readout not in ("conditional", "output"):
-        raise ValueError(f"readout must be 'conditional' or 'output', got {readout!r}")
+    _validate.choice("readout", readout, ("conditional", "output"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,14 +355,11 @@ def _check_fcn_args(activation, W_std, b_std, parameterization):
     else:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or a callable, "
                          f"got {activation!r}")
-    if parameterization not in ("ntk", "standard"):
-        raise ValueError(f"parameterization must be 'ntk' or 'standard', got "
-                         f"{parameterization!r}")
+    _validate.choice("parameterization", parameterization, ("ntk", "standard"))
     if parameterization == "ntk":
-        if not (np.isfinite(W_std) and W_std > 0):
-            raise ValueError(f"W_std must be a positive number, got {W_std!r}")
-        if b_std is not None and not (np.isfinite(b_std) and b_std >= 0):
-            raise ValueError(f"b_std must be a non-negative number or None, got {b_std!r}")
+        _validate.real("W_std", W_std, positive=True)
+        if b_std is not None:
+            _validate.real("b_std", b_std, positive=False)
     return phi
 
 
@@ -511,12 +506,6 @@ def fcn_ntk(params, x1, x2=None, **kwargs):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def auto_chunk_size(init_fn: Callable, input_shape: Sequence[int], n_samples: int, *,
                     memory_bytes: int = 2 ** 30, overhead: float = 4.0) -> int:
     """How many networks to evaluate at once so that their parameters fit a memory budget.
@@ -534,18 +523,77 @@ def auto_chunk_size(init_fn: Callable, input_shape: Sequence[int], n_samples: in
     Returns:
       An integer in ``[1, n_samples]``.
     """
-    n_samples = _check_positive_int("n_samples", n_samples)
+    n_samples = _validate.integer("n_samples", n_samples)
+    memory_bytes = _validate.integer("memory_bytes", memory_bytes)
+    overhead = _validate.real("overhead", overhead, positive=True)
     shapes = jax.eval_shape(lambda k: init_fn(k, tuple(input_shape))[1], jax.random.key(0))
     nbytes = sum(math.prod(s.shape) * s.dtype.itemsize for s in jax.tree_util.tree_leaves(shapes))
     per = max(1.0, overhead * nbytes)
     return int(max(1, min(n_samples, memory_bytes // per)))
 
 
+#: Allowed values of ``init_mode`` (see :func:`ensemble`).
+INIT_MODES = ("auto", "vmap", "map", "loop")
+
+#: Primitives that XLA:CPU runs as LAPACK custom calls (jaxlib's ``lapack_*_ffi`` kernels).
+#: Batched (``vmap``-ed) over an ensemble they are the calls that can deadlock on CPU, see
+#: :func:`ensemble`.
+_LAPACK_PRIMITIVES = frozenset({"qr", "householder_product", "geqrf", "geqp3", "eigh", "eig",
+                                "svd", "cholesky", "lu", "schur", "hessenberg", "tridiagonal",
+                                "tridiagonal_solve"})
+
+
+def _primitive_names(jaxpr, names: set) -> set:
+    """Names of all primitives in ``jaxpr`` and its sub-jaxprs (``jit``, ``cond``, ...)."""
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            for sub in (value if isinstance(value, (list, tuple)) else (value,)):
+                if hasattr(sub, "eqns"):
+                    _primitive_names(sub, names)
+                elif hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    _primitive_names(sub.jaxpr, names)
+    return names
+
+
 @functools.lru_cache(maxsize=64)
-def _ensemble_runner(fn, init_fn, input_shape):
+def _init_lapack_primitives(init_fn, input_shape) -> tuple[str, ...]:
+    """The LAPACK-backed primitives (e.g. ``qr`` of an orthogonal init) that ``init_fn`` uses."""
+    jaxpr = jax.make_jaxpr(lambda k: init_fn(k, input_shape)[1])(jax.random.key(0))
+    return tuple(sorted(_primitive_names(jaxpr.jaxpr, set()) & _LAPACK_PRIMITIVES))
+
+
+def _resolve_init_mode(init_mode: str, init_fn, input_shape) -> str:
+    """``init_mode`` after ``"auto"`` is resolved; rejects ``"vmap"`` where it would deadlock."""
+    _validate.choice("init_mode", init_mode, INIT_MODES)
+    if init_mode in ("map", "loop") or jax.default_backend() != "cpu":
+        return "vmap" if init_mode == "auto" else init_mode
+    lapack = _init_lapack_primitives(init_fn, input_shape)
+    if init_mode == "auto":
+        return "map" if lapack else "vmap"
+    if lapack:
+        raise ValueError(
+            f"init_mode must be one of ['auto', 'map', 'loop'] for this init_fn on CPU, got "
+            f"'vmap': the init uses LAPACK primitives {list(lapack)} (e.g. the QR of an "
+            f"orthogonal init), and vmapped over an ensemble they become batched LAPACK calls, "
+            f"which jaxlib {jax.__version__} runs on XLA:CPU's intra-op thread pool: two such "
+            f"calls running concurrently (one per layer) block every pool thread and the "
+            f"program deadlocks. 'map' (or 'auto') draws the networks one at a time inside the "
+            f"compiled program instead.")
+    return init_mode
+
+
+@functools.lru_cache(maxsize=64)
+def _ensemble_runner(fn, init_fn, input_shape, init_mode: str):
+    def draw(k):
+        return init_fn(k, input_shape)[1]
+
     @jax.jit
     def run(keys, args):
-        return jax.vmap(lambda k: fn(init_fn(k, input_shape)[1], *args))(keys)
+        if init_mode == "vmap":
+            return jax.vmap(lambda k: fn(draw(k), *args))(keys)
+        params = jax.lax.map(draw, keys)  # one network at a time, inside the program
+        return jax.vmap(lambda p: fn(p, *args))(params)
 
     return run
 
@@ -560,24 +608,40 @@ def _kernel_runner(fn):
     return jax.jit(jax.vmap(lambda p, args: fn(p, *args), in_axes=(0, None)))
 
 
-def _resolve_init_mode(init_mode: str) -> str:
-    if init_mode not in ("auto", "vmap", "loop"):
-        raise ValueError(f"init_mode must be 'auto', 'vmap' or 'loop', got {init_mode!r}")
-    if init_mode == "auto":
-        return "loop" if jax.default_backend() == "cpu" else "vmap"
-    return init_mode
-
-
 def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
              n_samples: int, *, args: tuple = (), chunk_size: int | None = None,
              memory_bytes: int = 2 ** 30, init_mode: str = "auto"):
     """Evaluate ``fn(params, *args)`` for ``n_samples`` independently initialized networks.
 
     The networks are drawn with ``init_fn(k_i, input_shape)`` for ``k_i`` in
-    ``jax.random.split(key, n_samples)``, and ``fn`` is vectorized over them with ``jax.vmap``,
-    ``chunk_size`` networks at a time (one compiled function per ``(fn, init_fn,
-    input_shape)``, cached across calls; the last chunk is padded). Pass arrays such as inputs
-    through ``args`` (not a closure) so that the compiled function is reused.
+    ``jax.random.split(key, n_samples)`` (the same networks in every ``init_mode``), and ``fn``
+    is vectorized over them with ``jax.vmap``, ``chunk_size`` networks at a time (one compiled
+    function per ``(fn, init_fn, input_shape, init_mode)``, cached across calls; the last
+    chunk is padded). Pass arrays such as inputs through ``args`` (not a closure) so that the
+    compiled function is reused.
+
+    ``init_mode`` chooses how each chunk's parameters are drawn:
+
+    * ``"vmap"``: inside the vectorized call (``vmap`` of ``init_fn``): one batched random
+      draw per layer for the whole chunk. Fastest where the init is random-number generation
+      only (Gaussian).
+    * ``"map"``: inside the same compiled call, one network after another
+      (``jax.lax.map`` over the keys), then ``fn`` vectorized over the stacked parameters. No
+      Python dispatch per network, and no batched LAPACK calls.
+    * ``"loop"``: one compiled ``init_fn`` call per network from Python, then ``fn``
+      vectorized over the stacked parameters.
+    * ``"auto"`` (default): ``"map"`` on CPU when ``init_fn`` uses LAPACK-backed primitives
+      (the QR of an orthogonal init), ``"vmap"`` otherwise.
+
+    Why not ``"vmap"`` for an orthogonal init on CPU: vmapped, each layer's QR becomes a
+    batched LAPACK custom call, and jaxlib 0.10's CPU LAPACK kernels split a batch into tasks
+    on XLA's intra-op thread pool (one thread per core) and block that pool thread until the
+    tasks finish. When as many such calls run concurrently as the pool has threads (the QRs of
+    two independent layers on a 2-core machine), every thread waits for tasks that no thread is
+    free to run: a deadlock (observed: a depth-2, width-128 orthogonal FCN ensemble of 100
+    networks hung with all threads asleep in ``jax::ParallelBatchMap``; a batch of one, as in
+    ``"map"``, is run inline without the pool). So on CPU ``init_mode="vmap"`` with such an
+    init raises :class:`ValueError` instead of hanging.
 
     Args:
       fn: hashable function ``fn(params, *args)`` returning a pytree of arrays (a module-level
@@ -591,32 +655,30 @@ def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
       chunk_size: networks per vectorized call; ``None`` picks one with
         :func:`auto_chunk_size` for ``memory_bytes``.
       memory_bytes: memory budget used when ``chunk_size`` is ``None``.
-      init_mode: ``"vmap"`` draws each chunk's parameters inside the vectorized call;
-        ``"loop"`` draws them one network at a time with a compiled ``init_fn`` and vectorizes
-        only ``fn`` (same keys, same parameters). ``"auto"`` (default) is ``"loop"`` on CPU,
-        where XLA's batched QR (orthogonal inits) is very slow (measured: 6 vmapped depth-3,
-        width-128 orthogonal FCNs took 5 s of CPU time, width 256 over a minute), and
-        ``"vmap"`` elsewhere.
+      init_mode: ``"auto"``, ``"vmap"``, ``"map"`` or ``"loop"`` (see above).
 
     Returns:
       ``fn``'s pytree with a leading axis of size ``n_samples``.
 
     Raises:
-      ValueError: for a non-positive ``n_samples`` or ``chunk_size``, or a bad ``init_mode``.
+      ValueError: for a bad ``key``, a non-positive ``n_samples`` or ``chunk_size``, an unknown
+        ``init_mode``, or ``init_mode="vmap"`` with a LAPACK-based init on CPU.
     """
-    init_mode = _resolve_init_mode(init_mode)
-    n_samples = _check_positive_int("n_samples", n_samples)
+    _validate.prng_key(key)
+    n_samples = _validate.integer("n_samples", n_samples)
+    chunk_size = _validate.integer("chunk_size", chunk_size, allow_none=True)
     input_shape = tuple(int(d) for d in input_shape)
+    init_mode = _resolve_init_mode(init_mode, init_fn, input_shape)
     if chunk_size is None:
         chunk_size = auto_chunk_size(init_fn, input_shape, n_samples, memory_bytes=memory_bytes)
-    chunk_size = min(_check_positive_int("chunk_size", chunk_size), n_samples)
+    chunk_size = min(chunk_size, n_samples)
     keys = jax.random.split(key, n_samples)
     n_chunks = -(-n_samples // chunk_size)
     pad = n_chunks * chunk_size - n_samples
     if pad:
         keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (pad,) + keys.shape[1:])])
-    if init_mode == "vmap":
-        run = _ensemble_runner(fn, init_fn, input_shape)
+    if init_mode in ("vmap", "map"):
+        run = _ensemble_runner(fn, init_fn, input_shape, init_mode)
         outs = [run(keys[i * chunk_size:(i + 1) * chunk_size], tuple(args))
                 for i in range(n_chunks)]
     else:
@@ -626,8 +688,11 @@ def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
             ps = [init_one(k) for k in keys[i * chunk_size:(i + 1) * chunk_size]]
             params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *ps)
             outs.append(run(params, tuple(args)))
-    out = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
-    return jax.tree_util.tree_map(lambda x: x[:n_samples], out)
+    if n_chunks == 1:
+        out = outs[0]
+    else:
+        out = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
+    return out if not pad else jax.tree_util.tree_map(lambda x: x[:n_samples], out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -680,7 +745,7 @@ def ensemble_kernels(init_fn: Callable, apply_fn: Callable, key, x1, x2=None, *,
       :class:`Kernels` with arrays of shape ``(n_samples, N1, N2)``.
     """
     impl = _check_implementation(implementation)
-    n_samples = _check_positive_int("n_samples", n_samples)
+    n_samples = _validate.integer("n_samples", n_samples)
     x1, x2 = _check_inputs(x1, x2)
     fn = _NtKernels(apply_fn, impl, bool(trace_outputs))
     return ensemble(fn, init_fn, key, (-1,) + tuple(x1.shape[1:]), n_samples,
@@ -707,7 +772,7 @@ def fcn_ensemble_kernels(init_fn: Callable, key, x1, x2=None, *, n_samples: int,
       :class:`Kernels` with arrays of shape ``(n_samples, N1, N2)``.
     """
     phi = _check_fcn_args(activation, W_std, b_std, parameterization)
-    n_samples = _check_positive_int("n_samples", n_samples)
+    n_samples = _validate.integer("n_samples", n_samples)
     x1, x2 = _check_inputs(x1, x2)
     if x1.ndim != 2:
         raise ValueError(f"x1 must have shape (N1, n_0) for the FCN fast path, got {x1.shape}")
@@ -788,11 +853,12 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
     """
     if isinstance(widths, (int, np.integer, str, bytes)) or len(widths) == 0:
         raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
-    widths = [_check_positive_int("widths", w) for w in widths]
-    n_samples = _check_positive_int("n_samples", n_samples)
+    widths = [_validate.integer("widths", w) for w in widths]
+    n_samples = _validate.integer("n_samples", n_samples)
     inits = tuple(inits)
     if not inits:
         raise ValueError("inits must name at least one initialization, e.g. ('gaussian',)")
+    _validate.prng_key(key)
     x1, _ = _check_inputs(x1, None)
     if fcn is not None:
         fcn = dict(fcn)

@@ -148,11 +148,49 @@ def test_ensemble_matches_loop_and_chunking():
         np.testing.assert_allclose(ens.ntk[i], loop.ntk, rtol=1e-10)
         np.testing.assert_allclose(ens.nngp[i], loop.nngp, rtol=1e-10)
     gen = E.ensemble_kernels(init_fn, apply_fn, key, x1, x2, n_samples=5, chunk_size=5,
-                             init_mode="vmap")
+                             init_mode="map")
     np.testing.assert_allclose(gen.ntk, ens.ntk, rtol=1e-8)
     np.testing.assert_allclose(gen.nngp, ens.nngp, rtol=1e-8)
     # distinct networks: samples differ
     assert float(jnp.std(ens.ntk[:, 0, 0])) > 0
+
+
+def test_ensemble_init_modes_draw_the_same_networks():
+    """'vmap', 'map' and 'loop' draw the networks of the same keys (Gaussian: all three;
+    orthogonal: 'map' and 'loop', bit for bit, since both run one unbatched QR per layer)."""
+    x1, _ = _inputs()
+    key = jax.random.key(3)
+    gauss = nets.fcn(2, 8, W_std=1.5, b_std=0.1)[0]
+    out = {m: E.fcn_ensemble_kernels(gauss, key, x1, n_samples=6, chunk_size=4, init_mode=m,
+                                     W_std=1.5, b_std=0.1).ntk for m in ("vmap", "map", "loop")}
+    np.testing.assert_allclose(out["vmap"], out["loop"], rtol=1e-10)
+    np.testing.assert_allclose(out["map"], out["loop"], rtol=1e-10)
+    orth = nets.fcn(2, 8, W_std=1.5, b_std=0.1, init="orthogonal")[0]
+    a, b = (E.fcn_ensemble_kernels(orth, key, x1, n_samples=6, chunk_size=4, init_mode=m,
+                                   W_std=1.5, b_std=0.1).ntk for m in ("map", "loop"))
+    np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the deadlock is a CPU (jaxlib) one")
+def test_vmapped_qr_init_on_cpu_fails_fast_and_auto_uses_map():
+    """Regression: init_mode='vmap' with an orthogonal (QR) init deadlocked on CPU (batched
+    LAPACK calls of two layers blocking every thread of XLA's intra-op pool). It must raise
+    before any work (n_samples=4 and width 8 would not even deadlock if it ran), and 'auto'
+    must choose 'map' for QR inits and 'vmap' for Gaussian ones."""
+    import time
+    x1, _ = _inputs()
+    orth = nets.fcn(2, 8, W_std=1.5, b_std=0.1, init="orthogonal")[0]
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match="init_mode.*deadlock"):
+        E.fcn_ensemble_kernels(orth, jax.random.key(0), x1, n_samples=4, init_mode="vmap",
+                               W_std=1.5, b_std=0.1)
+    assert time.perf_counter() - t < 30
+    cnn = nets.cnn(1, 4, init="orthogonal", conv="delta")[0]
+    with pytest.raises(ValueError, match="init_mode"):
+        E.ensemble(lambda p: 0.0, cnn, jax.random.key(0), (-1, 5, 5, 1), 2, init_mode="vmap")
+    assert E._resolve_init_mode("auto", orth, (-1, 6)) == "map"
+    assert E._resolve_init_mode("auto", nets.fcn(2, 8)[0], (-1, 6)) == "vmap"
+    assert E._resolve_init_mode("loop", orth, (-1, 6)) == "loop"
 
 
 def test_ensemble_mean_is_analytic_for_one_hidden_layer():
@@ -230,6 +268,8 @@ def test_bad_inputs():
         E.fcn_ensemble_kernels(init_fn, jax.random.key(0), x1, n_samples=0)
     with pytest.raises(ValueError, match="init_mode"):
         E.fcn_ensemble_kernels(init_fn, jax.random.key(0), x1, n_samples=2, init_mode="pmap")
+    with pytest.raises(ValueError, match="key"):
+        E.fcn_ensemble_kernels(init_fn, 0, x1, n_samples=2)
     with pytest.raises(ValueError, match="chunk_size"):
         E.ensemble_kernels(init_fn, apply_fn, jax.random.key(0), x1, n_samples=2,
                            chunk_size=-1)
