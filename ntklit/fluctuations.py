@@ -60,9 +60,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _validate
+
 __all__ = ["ACTIVATIONS", "INITS", "Ensemble", "sample_weight", "network_weights", "ensemble",
            "q_ensemble", "normalized_variance", "bootstrap", "gaussian_moments", "kernel_recursion",
-           "q_variance_prediction", "ASYMPTOTIC_SLOPES", "fit_slope", "mlp"]
+           "q_variance_prediction", "ASYMPTOTIC_SLOPES", "fit_slope"]
 
 #: Activations supported by the ensemble code and the effective theory.
 ACTIVATIONS = ("tanh", "relu", "linear")
@@ -89,45 +91,12 @@ def _dphi(activation: str) -> Callable:
 
 
 # ---------------------------------------------------------------------------------------------
-# argument checks
-# ---------------------------------------------------------------------------------------------
-
-def _check_choice(name: str, value, allowed: tuple) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name: str, value, *, positive: bool) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
-        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} "
-                         f"finite number, got {value!r}")
-    return v
-
-
-def _check_key(key) -> None:
-    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        raise ValueError(f"key must be a typed JAX PRNG key (jax.random.key(seed)), got "
-                         f"{type(key).__name__}")
-
-
-# ---------------------------------------------------------------------------------------------
 # weights
 # ---------------------------------------------------------------------------------------------
 
 def _check_key_and_inputs(key, x) -> jnp.ndarray:
     """Validate an ensemble's key and its ``(P, n_0)`` float inputs; returns ``x`` as an array."""
-    _check_key(key)
+    _validate.prng_key(key)
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must have shape (P, n_0) with P, n_0 >= 1, got {x.shape}")
@@ -141,7 +110,7 @@ def sample_weight(key: jax.Array, shape: Sequence[int], init: str = "gaussian",
     """One weight matrix with unit-second-moment entries.
 
     Args:
-      key: a typed JAX PRNG key.
+      key: a JAX PRNG key (``jax.random.key(seed)`` or ``jax.random.PRNGKey(seed)``).
       shape: ``(n_out, n_in)`` (the layer computes ``W @ a``).
       init: ``"gaussian"`` (i.i.d. :math:`\\mathcal N(0,1)`) or ``"orthogonal"``:
         :math:`W = \\sqrt{m}\\, Q`, :math:`m = \\max(n_\\text{out}, n_\\text{in})`, with
@@ -153,7 +122,11 @@ def sample_weight(key: jax.Array, shape: Sequence[int], init: str = "gaussian",
     Returns:
       ``(n_out, n_in)`` array.
     """
-    n_out, n_in = shape
+    if not isinstance(shape, (tuple, list)) or len(shape) != 2:
+        raise ValueError(f"shape must be a pair (n_out, n_in) of positive ints, got {shape!r}")
+    n_out = _validate.integer("shape[0]", shape[0])
+    n_in = _validate.integer("shape[1]", shape[1])
+    init = _validate.choice("init", init, INITS)
     if init == "gaussian":
         return jax.random.normal(key, (n_out, n_in), dtype)
     tall = n_out >= n_in
@@ -210,17 +183,18 @@ def network_weights(key: jax.Array, index: int, *, depth: int, width: int, n_in:
       List of ``(W, b)`` with ``W`` of shape ``(n_out, n_in)`` (the layer computes
       ``alpha * W @ a + b_std * b``).
     """
-    _check_key(key)
-    init = _check_choice("init", init, INITS)
-    depth = _check_int("depth", depth, 1)
-    width = _check_int("width", width, 1)
-    n_in = _check_int("n_in", n_in, 1)
+    _validate.prng_key(key)
+    index = _validate.integer("index", index, minimum=0)
+    init = _validate.choice("init", init, INITS)
+    depth = _validate.integer("depth", depth, minimum=1)
+    width = _validate.integer("width", width, minimum=1)
+    n_in = _validate.integer("n_in", n_in, minimum=1)
     out = []
     for l in range(1, depth + 1):
         shape = (width, n_in if l == 1 else width)
         out.append(_layer_params(key, index, l, shape, init, dtype, bias))
     if readout_depth is not None:
-        readout_depth = _check_int("readout_depth", readout_depth, 1)
+        readout_depth = _validate.integer("readout_depth", readout_depth, minimum=1)
         u, b = _readout_params(key, index, readout_depth, width, init, dtype, bias)
         out.append((u[None, :], b[None]))
     return out
@@ -335,7 +309,8 @@ def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
     reproduces it.
 
     Args:
-      key: typed JAX PRNG key (``jax.random.key(seed)``).
+      key: a JAX PRNG key, typed (``jax.random.key(seed)``) or raw
+        (``jax.random.PRNGKey(seed)``; both give the same networks).
       x: ``(P, n_0)`` inputs; their dtype (float32 or float64) is the computation's dtype.
       depth: number of hidden layers :math:`L \\ge 1`; Grams are recorded at every layer.
       width: hidden width :math:`n \\ge 1`.
@@ -359,23 +334,24 @@ def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
       ValueError: for a bad key, input shape/dtype, size, activation, init or depth list.
     """
     x = _check_key_and_inputs(key, x)
-    depth = _check_int("depth", depth, 1)
-    width = _check_int("width", width, 1)
-    n_networks = _check_int("n_networks", n_networks, 2)
-    activation = _check_choice("activation", activation, ACTIVATIONS)
-    init = _check_choice("init", init, INITS)
-    W_std = _check_real("W_std", W_std, positive=True)
-    b_std = _check_real("b_std", b_std, positive=False)
-    ds = []
-    for d in ntk_depths:
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= depth:
-            raise ValueError(f"ntk_depths must be ints in [1, depth={depth}], got "
-                             f"{list(ntk_depths)!r}")
-        ds.append(int(d))
+    depth = _validate.integer("depth", depth, minimum=1)
+    width = _validate.integer("width", width, minimum=1)
+    n_networks = _validate.integer("n_networks", n_networks, minimum=2)
+    activation = _validate.choice("activation", activation, ACTIVATIONS)
+    init = _validate.choice("init", init, INITS)
+    W_std = _validate.real("W_std", W_std, positive=True)
+    b_std = _validate.real("b_std", b_std, positive=False)
+    if isinstance(ntk_depths, (str, bytes)) or not (
+            isinstance(ntk_depths, Sequence)
+            or (isinstance(ntk_depths, np.ndarray) and ntk_depths.ndim == 1)):
+        raise ValueError(f"ntk_depths must be a sequence of ints in [1, depth={depth}], got "
+                         f"{ntk_depths!r}")
+    ds = [_validate.integer(f"ntk_depths[{i}]", d, minimum=1, maximum=depth)
+          for i, d in enumerate(ntk_depths)]
     if len(set(ds)) != len(ds):
         raise ValueError(f"ntk_depths must not repeat, got {ds}")
-    chunk_size = min(n_networks, 256) if chunk_size is None else _check_int(
-        "chunk_size", chunk_size, 1)
+    chunk_size = min(n_networks, 256) if chunk_size is None else _validate.integer(
+        "chunk_size", chunk_size)
     if store_weights is None:
         store_weights = chunk_size * depth * width ** 2 * x.dtype.itemsize <= 2 ** 30
     starts = range(0, n_networks, chunk_size)
@@ -404,9 +380,6 @@ def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
 def _gaussian_layer(key, a, n_out, alpha, b_std):
     """Exact-in-law preactivations of a fresh Gaussian layer: ``(P, n_in) -> (P, n_out)``."""
     kz, kb = jax.random.split(key)
-    if a.shape[0] == 1:  # one input: z_i ~ N(0, alpha^2 |a|^2)
-        z = alpha * jnp.sqrt(jnp.sum(a * a)) * jax.random.normal(kz, (1, n_out), a.dtype)
-        return z + b_std * jax.random.normal(kb, (1, n_out), a.dtype)
     G = alpha ** 2 * (a @ a.T)
     lam, U = jnp.linalg.eigh(G)
     root = U * jnp.sqrt(jnp.clip(lam, 0.0, None))[None, :]
@@ -426,17 +399,55 @@ def _orthogonal_layer(key, a, n_out, alpha, b_std):
     kz, kb = jax.random.split(key)
     P, n_in = a.shape
     m = max(n_in, n_out)
-    if P == 1:  # one input: O a = |a| u with u uniform on the unit sphere of R^m
-        g = jax.random.normal(kz, (1, m), a.dtype)
-        u = g / jnp.sqrt(jnp.sum(g * g))
-        z = (alpha * math.sqrt(m)) * jnp.sqrt(jnp.sum(a * a)) * u[:, :n_out]
-        return z + b_std * jax.random.normal(kb, (1, n_out), a.dtype)
     A = jnp.zeros((m, P), a.dtype).at[:n_in].set(a.T)
     V, R = jnp.linalg.qr(A)
     F, S = jnp.linalg.qr(jax.random.normal(kz, (m, P), a.dtype))
     F = F * jnp.where(jnp.diagonal(S) < 0, -1.0, 1.0).astype(a.dtype)[None, :]
     z = (alpha * math.sqrt(m)) * (F @ R)[:n_out].T
     return z + b_std * jax.random.normal(kb, (1, n_out), a.dtype)
+
+
+def _single_input_layer(key, a, n_out, alpha, b_std, orth):
+    r"""Exact-in-law preactivations of a fresh layer on one input: ``(1, n_in) -> (1, n_out)``.
+
+    With :math:`m = \max(n_\text{in}, n_\text{out})` and :math:`g \sim \mathcal N(0, I_m)`:
+    Gaussian weights give :math:`z = \alpha |a|\, g_{1..n_\text{out}}` (the rows of :math:`Wa`
+    are i.i.d. :math:`\mathcal N(0, |a|^2)`); a Haar rotation makes :math:`O\tilde a =
+    |a|\, g/|g|` uniform on the sphere, so :math:`z = \alpha\sqrt m\, |a|\,
+    (g/|g|)_{1..n_\text{out}}`. ``orth`` (a traced bool) selects the law, so one compiled
+    program serves both ensembles.
+    """
+    kz, kb = jax.random.split(key)
+    m = max(a.shape[1], n_out)
+    g = jax.random.normal(kz, (1, m), a.dtype)
+    scale = jnp.where(orth, math.sqrt(m) / jnp.sqrt(jnp.sum(g * g)), 1.0).astype(a.dtype)
+    z = alpha * jnp.sqrt(jnp.sum(a * a)) * scale * g[:, :n_out]
+    return z + b_std * jax.random.normal(kb, (1, n_out), a.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("depth", "width"))
+def _q_chunk_single(key, indices, x, orth, act, W_std, b_std, *, depth, width):
+    """:func:`_q_chunk` for one input; init, activation and scales are traced (one compile per
+    ``(depth, width)``, shared by the Gaussian/orthogonal and tanh/ReLU/linear ensembles)."""
+    def phi(z):
+        return jax.lax.switch(act, [_phi(a) for a in ACTIVATIONS], z)
+
+    a1 = W_std / math.sqrt(x.shape[1])
+    ah = W_std / math.sqrt(width)
+
+    def one(i):
+        kn = jax.random.fold_in(key, i)
+        z1 = _single_input_layer(jax.random.fold_in(kn, 1), x, width, a1, b_std, orth)
+
+        def step(z, l):
+            z_new = _single_input_layer(jax.random.fold_in(kn, l), phi(z), width, ah, b_std,
+                                        orth)
+            return z_new, z_new @ z_new.T / width
+
+        _, qs = jax.lax.scan(step, z1, jnp.arange(2, depth + 1))
+        return jnp.concatenate([(z1 @ z1.T / width)[None], qs], axis=0)
+
+    return jnp.transpose(jax.vmap(one)(indices), (1, 0, 2, 3))
 
 
 @functools.partial(jax.jit, static_argnames=("depth", "width", "activation", "init", "W_std",
@@ -478,10 +489,13 @@ def q_ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
     The joint law of :math:`(z^{(1)}, \\dots, z^{(L)})` on the ``P`` inputs is exactly that of
     :func:`ensemble` (which draws the matrices, as the NTK needs), at :math:`O(n P)` instead
     of :math:`O(n^2)` random numbers per layer: this is what makes :math:`10^4` networks of
-    depth 256 cheap. The same draws are not reproduced, only the law.
+    depth 256 cheap. The same draws are not reproduced, only the law. For one input
+    (``P = 1``) the layer reduces to a Gaussian vector (``"orthogonal"``: normalized to the
+    sphere) times :math:`|a|`, and one compiled program per ``(depth, width)`` serves both
+    ``init`` values and every activation and scale.
 
     Args:
-      key: typed JAX PRNG key.
+      key: a JAX PRNG key (typed or raw, as in :func:`ensemble`).
       x: ``(P, n_0)`` inputs with ``P <= width``; dtype float32 or float64.
       depth, width, n_networks, activation, W_std, b_std, init, chunk_size, progress: as in
         :func:`ensemble` (default ``chunk_size`` 4096).
@@ -493,18 +507,18 @@ def q_ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
       ValueError: for bad arguments, or ``P > width``.
     """
     x = _check_key_and_inputs(key, x)
-    depth = _check_int("depth", depth, 1)
-    width = _check_int("width", width, 1)
+    depth = _validate.integer("depth", depth, minimum=1)
+    width = _validate.integer("width", width, minimum=1)
     if x.shape[0] > width:
         raise ValueError(f"q_ensemble needs P <= width, got P={x.shape[0]} inputs and "
                          f"width={width}; use ensemble()")
-    n_networks = _check_int("n_networks", n_networks, 2)
-    activation = _check_choice("activation", activation, ACTIVATIONS)
-    init = _check_choice("init", init, INITS)
-    W_std = _check_real("W_std", W_std, positive=True)
-    b_std = _check_real("b_std", b_std, positive=False)
-    chunk_size = min(n_networks, 4096) if chunk_size is None else _check_int(
-        "chunk_size", chunk_size, 1)
+    n_networks = _validate.integer("n_networks", n_networks, minimum=2)
+    activation = _validate.choice("activation", activation, ACTIVATIONS)
+    init = _validate.choice("init", init, INITS)
+    W_std = _validate.real("W_std", W_std, positive=True)
+    b_std = _validate.real("b_std", b_std, positive=False)
+    chunk_size = min(n_networks, 4096) if chunk_size is None else _validate.integer(
+        "chunk_size", chunk_size)
     starts = range(0, n_networks, chunk_size)
     if progress:
         from tqdm.auto import tqdm
@@ -515,8 +529,14 @@ def q_ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
         m = idx.shape[0]
         if m < chunk_size:
             idx = jnp.concatenate([idx, jnp.full((chunk_size - m,), idx[-1])])
-        q = _q_chunk(key, idx, x, depth=depth, width=width, activation=activation, init=init,
-                     W_std=W_std, b_std=b_std)
+        if x.shape[0] == 1:
+            q = _q_chunk_single(key, idx, x, jnp.asarray(init == "orthogonal"),
+                                jnp.asarray(ACTIVATIONS.index(activation), jnp.int32),
+                                jnp.asarray(W_std, x.dtype), jnp.asarray(b_std, x.dtype),
+                                depth=depth, width=width)
+        else:
+            q = _q_chunk(key, idx, x, depth=depth, width=width, activation=activation,
+                         init=init, W_std=W_std, b_std=b_std)
         out.append(np.asarray(q[:, :m]))
     return np.concatenate(out, axis=1)
 
@@ -561,7 +581,8 @@ def bootstrap(fn: Callable[[np.ndarray], np.ndarray], samples, *, n_boot: int = 
     Returns:
       ``(n_boot, ...)`` replicates.
     """
-    n_boot = _check_int("n_boot", n_boot, 2)
+    n_boot = _validate.integer("n_boot", n_boot, minimum=2)
+    seed = _validate.integer("seed", seed, minimum=0)
     s = np.asarray(samples)
     rng = np.random.default_rng(seed)
     b = s.shape[axis]
@@ -610,13 +631,14 @@ def gaussian_moments(activation: str, K: float, *, deg: int = _GH_DEG) -> tuple[
       \\langle\\phi^4\\rangle_K` and :math:`dm_2 = \\frac{d}{dK}\\langle\\phi^2\\rangle_K =
       \\frac{1}{2K^2}\\langle\\phi^2 (z^2 - K)\\rangle_K`.
     """
-    activation = _check_choice("activation", activation, ACTIVATIONS)
-    K = _check_real("K", K, positive=True)
+    activation = _validate.choice("activation", activation, ACTIVATIONS)
+    K = _validate.real("K", K, positive=True)
+    deg = _validate.integer("deg", deg, minimum=2)
     if activation == "linear":
         return K, 3 * K ** 2, 1.0
     if activation == "relu":
         return K / 2, 3 * K ** 2 / 2, 0.5
-    t, w = _gauss_hermite(int(deg))
+    t, w = _gauss_hermite(deg)
     z = np.sqrt(K) * t
     p2 = np.tanh(z) ** 2
     m2 = float(w @ p2)
@@ -646,11 +668,11 @@ def kernel_recursion(activation: str, depth: int, *, W_std: float = 1.0, b_std: 
     Returns:
       ``(K, V)``, each ``(depth,)``, for layers ``1..depth``.
     """
-    activation = _check_choice("activation", activation, ACTIVATIONS)
-    depth = _check_int("depth", depth, 1)
-    cw = _check_real("W_std", W_std, positive=True) ** 2
-    cb = _check_real("b_std", b_std, positive=False) ** 2
-    K1 = _check_real("K1", K1, positive=True)
+    activation = _validate.choice("activation", activation, ACTIVATIONS)
+    depth = _validate.integer("depth", depth, minimum=1)
+    cw = _validate.real("W_std", W_std, positive=True) ** 2
+    cb = _validate.real("b_std", b_std, positive=False) ** 2
+    K1 = _validate.real("K1", K1, positive=True)
     K = np.empty(depth)
     V = np.empty(depth)
     K[0], V[0] = K1, 0.0
@@ -680,54 +702,3 @@ def q_variance_prediction(activation: str, depth: int, *, W_std: float = 1.0,
     """
     K, V = kernel_recursion(activation, depth, W_std=W_std, b_std=b_std, K1=K1)
     return 2.0 + V / K ** 2
-
-
-# ---------------------------------------------------------------------------------------------
-# a stax network for the training experiment
-# ---------------------------------------------------------------------------------------------
-
-def mlp(depth: int, width: int, *, activation: str = "tanh", W_std: float = 1.0,
-        out_dim: int = 10, init: str = "gaussian") -> tuple[Callable, Callable]:
-    """A bias-free stax MLP (NTK parameterization) with Gaussian or orthogonal weights.
-
-    ``[Dense(width, W_std), activation] * depth + [Dense(out_dim, W_std)]``; with
-    ``init="orthogonal"`` every Dense weight is replaced by
-    :func:`ntklit.init.orthogonalize_params` (Haar semi-orthogonal scaled to unit-second-moment
-    entries, the law of :func:`sample_weight`). For :func:`ntklit.train.train`.
-
-    Args:
-      depth: hidden layers (>= 1); width: hidden width (>= 1).
-      activation: one of :data:`ACTIVATIONS`.
-      W_std: :math:`\\sigma_w > 0`.
-      out_dim: outputs (>= 1).
-      init: ``"gaussian"`` or ``"orthogonal"``.
-
-    Returns:
-      ``(init_fn, apply_fn)``.
-    """
-    from neural_tangents import stax
-
-    from . import init as _init
-
-    depth = _check_int("depth", depth, 1)
-    width = _check_int("width", width, 1)
-    out_dim = _check_int("out_dim", out_dim, 1)
-    activation = _check_choice("activation", activation, ACTIVATIONS)
-    init = _check_choice("init", init, INITS)
-    W_std = _check_real("W_std", W_std, positive=True)
-    act = {"tanh": lambda: stax.Elementwise(fn=jnp.tanh), "relu": stax.Relu,
-           "linear": stax.Identity}[activation]
-    layers = []
-    for _ in range(depth):
-        layers += [stax.Dense(width, W_std=W_std, b_std=None), act()]
-    layers.append(stax.Dense(out_dim, W_std=W_std, b_std=None))
-    init_fn, apply_fn, _ = stax.serial(*layers)
-    if init == "gaussian":
-        return init_fn, apply_fn
-
-    def orthogonal_init_fn(key, input_shape):
-        out_shape, params = init_fn(key, input_shape)
-        return out_shape, _init.orthogonalize_params(jax.random.fold_in(key, 1), params,
-                                                     W_std=W_std)
-
-    return orthogonal_init_fn, apply_fn

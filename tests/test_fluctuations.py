@@ -8,15 +8,13 @@ from scipy import integrate
 
 import ntklit  # noqa: F401  (applies the neural-tangents compat patches)
 import neural_tangents as nt
-from neural_tangents import stax
 
 from ntklit import fluctuations as fl
+from ntklit import nets
 
 jax.config.update("jax_enable_x64", True)
 
 ACT = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0), "linear": lambda z: z}
-STAX_ACT = {"tanh": lambda: stax.Elementwise(fn=jnp.tanh), "relu": stax.Relu,
-            "linear": stax.Identity}
 
 
 def _inputs(p=2, n0=5, seed=1):
@@ -55,12 +53,9 @@ def test_ensemble_equals_per_network_loop_and_neural_tangents(init, activation, 
                 continue
             ws = fl.network_weights(key, b, depth=D, width=n, n_in=5, readout_depth=D,
                                     init=init, dtype=jnp.float64, bias=b_std > 0)
-            layers = []
-            for _ in range(D):
-                layers += [stax.Dense(n, W_std=W_std, b_std=b_std or None),
-                           STAX_ACT[activation]()]
-            layers.append(stax.Dense(1, W_std=W_std, b_std=b_std or None))
-            init_fn, apply_fn, _ = stax.serial(*layers)
+            # the networks of ntklit.nets (chapter 7 trains them) with this network's weights
+            init_fn, apply_fn, _ = nets.fcn(D, n, activation=activation, W_std=W_std,
+                                            b_std=b_std, out_dim=1)
             _, params = init_fn(jax.random.key(0), x.shape)
             it = iter(ws)
             new = []
@@ -76,6 +71,71 @@ def test_ensemble_equals_per_network_loop_and_neural_tangents(init, activation, 
             aD = acts[D - 1]
             np.testing.assert_allclose(ens.nngp[s, b], W_std ** 2 / n * aD.T @ aD + b_std ** 2,
                                        rtol=1e-12)
+
+
+def test_raw_and_typed_keys_give_the_same_networks():
+    x = _inputs()
+    kw = dict(depth=2, width=3, n_networks=2, ntk_depths=(2,), init="orthogonal")
+    a = fl.ensemble(jax.random.key(4), x, **kw)
+    b = fl.ensemble(jax.random.PRNGKey(4), x, **kw)
+    np.testing.assert_array_equal(a.q, b.q)
+    np.testing.assert_array_equal(a.ntk, b.ntk)
+    assert not np.array_equal(a.q, fl.ensemble(jax.random.key(5), x, **kw).q)
+
+
+@pytest.mark.parametrize("init", fl.INITS)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_nets_fcn_is_the_ensembles_network(init, activation):
+    # chapter 7 trains ntklit.nets.fcn(b_std=0): it must be the network of the ensembles
+    # (same parameter shapes, NTK parameterization, activation, no bias parameters) with the
+    # same weight law (checked in the next test)
+    depth, n, n0, out, W_std = 3, 6, 5, 4, 1.3
+    init_fn, apply_fn, _ = nets.fcn(depth, n, activation=activation, W_std=W_std, b_std=0.0,
+                                    out_dim=out, init=init)
+    x = _inputs(p=3, n0=n0)
+    _, params = init_fn(jax.random.key(2), x.shape)
+    dense = [p for p in params if p != ()]
+    assert [p[0].shape for p in dense] == [(n0, n)] + [(n, n)] * (depth - 1) + [(n, out)]
+    assert all(np.size(p[1]) == 0 or p[1] is None for p in dense)  # b_std=0: no bias params
+    # nets.fcn's apply_fn is the ensembles' forward pass (numpy) for the same weights
+    a = np.asarray(x).T
+    for W, _ in dense:
+        z = W_std / np.sqrt(a.shape[0]) * np.asarray(W).T @ a
+        a = ACT[activation](z)
+    np.testing.assert_allclose(np.asarray(apply_fn(params, x)), z.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(5, 8), (8, 5)])
+def test_nets_fcn_weights_have_the_law_of_sample_weight(n_in, n_out):
+    B = 400
+    draws = {}
+    for init in fl.INITS:
+        init_fn = nets.fcn(1, n_out, activation="tanh", init=init, out_dim=3)[0]
+        w = np.stack([np.asarray(init_fn(jax.random.key(s), (1, n_in))[1][0][0]).T
+                      for s in range(B)])                                   # (B, n_out, n_in)
+        r = np.stack([np.asarray(fl.sample_weight(jax.random.key(10 ** 4 + s), (n_out, n_in),
+                                                  init, jnp.float64)) for s in range(B)])
+        draws[init] = (w, r)
+    m = max(n_in, n_out)
+    for w in draws["orthogonal"]:
+        # scaled semi-orthogonal, exactly: W^T W = m I (tall) or W W^T = m I (wide)
+        g = np.einsum("bij,bik->bjk", w, w) if n_out >= n_in else np.einsum("bji,bki->bjk", w, w)
+        np.testing.assert_allclose(g, np.broadcast_to(m * np.eye(min(n_in, n_out)), g.shape),
+                                   atol=1e-9)
+    for init in fl.INITS:
+        w, r = draws[init]
+        # same entry law: second and fourth moments of the entries agree within sampling error
+        for k in (2, 4):
+            a, b = (w ** k).reshape(B, -1).mean(1), (r ** k).reshape(B, -1).mean(1)
+            se = np.sqrt(a.var() / B + b.var() / B) + 1e-15
+            assert abs(a.mean() - b.mean()) < 5 * se, (init, k, a.mean(), b.mean(), se)
+    # and the test can tell the two laws apart: Gaussian Grams are not multiples of I
+    wg = draws["gaussian"][0]
+    g = np.einsum("bij,bik->bjk", wg, wg) if n_out >= n_in else np.einsum("bji,bki->bjk", wg, wg)
+    assert np.abs(g - m * np.eye(min(n_in, n_out))).max() > 1.0
+    # and the 4th entry moment separates them (Gaussian 3, orthogonal 3 m / (m + 2))
+    f4 = {i: (draws[i][0] ** 4).mean() for i in fl.INITS}
+    assert f4["gaussian"] - f4["orthogonal"] > 0.3
 
 
 def test_q_ensemble_does_not_depend_on_chunk_size():
@@ -240,6 +300,8 @@ def test_statistics_helpers():
     (dict(ntk_depths=(0,)), "ntk_depths"),
     (dict(ntk_depths=(4,)), "ntk_depths"),
     (dict(ntk_depths=(2, 2)), "ntk_depths"),
+    (dict(ntk_depths="12"), "ntk_depths"),
+    (dict(ntk_depths=(1.0,)), "ntk_depths"),
     (dict(chunk_size=0), "chunk_size"),
 ])
 def test_bad_inputs_raise(kwargs, match):
@@ -265,6 +327,16 @@ def test_bad_inputs_raise_elsewhere():
         fl.kernel_recursion("tanh", 3, K1=0.0)
     with pytest.raises(ValueError, match="K"):
         fl.gaussian_moments("tanh", -1.0)
+    with pytest.raises(ValueError, match="deg"):
+        fl.gaussian_moments("tanh", 1.0, deg=0)
+    with pytest.raises(ValueError, match="init"):
+        fl.sample_weight(jax.random.key(0), (3, 2), "haar")
+    with pytest.raises(ValueError, match="shape"):
+        fl.sample_weight(jax.random.key(0), (3, 0))
+    with pytest.raises(ValueError, match="index"):
+        fl.network_weights(jax.random.key(0), -1, depth=2, width=3, n_in=2)
+    with pytest.raises(ValueError, match="key"):
+        fl.q_ensemble(np.zeros(2, np.int32), _inputs(), depth=2, width=4, n_networks=2)
     with pytest.raises(ValueError, match="samples"):
         fl.normalized_variance(np.ones(1))
     with pytest.raises(ValueError, match="n_boot"):
