@@ -49,9 +49,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntklit import _validate
+
 __all__ = ["TrainResult", "train", "LOSSES", "default_ntk_fn", "weight_layers"]
 
 LOSSES: tuple[str, ...] = ("mse", "xent")
+_REC_KEYS = ("loss", "acc", "test_loss", "test_acc", "w")
+_RECORD_WINDOW = 32  # records per call of the compiled training program
 
 
 @dataclass(frozen=True)
@@ -162,15 +166,6 @@ def _as_list(name, values, kind):
     return arr
 
 
-def _check_pos_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
-    return int(value)
-
-
 def _accuracy(f, y):
     return jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1))
 
@@ -193,7 +188,11 @@ def _tree_where(c, a, b):
 @functools.lru_cache(maxsize=32)
 def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every,
               stop_at_target, target_v, max_loss_v, vectorize):
-    """The compiled per-run programs ``(start, segment, ntk)``, vmapped if ``vectorize``.
+    """The compiled programs ``(start, run, ntk)``, vmapped over runs if ``vectorize``.
+
+    ``run`` trains from one record to a later one in a single call (no host round trip per
+    record or per step); the host calls it once per stretch between NTK evaluations (and
+    progress updates).
 
     Cached on the network's ``apply_fn`` and the training configuration; the data are
     arguments, so calls that differ only in data, seeds, learning rates or ``init_fn`` (e.g.
@@ -290,11 +289,35 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
     def ntk_eval(st, D):
         return ntk_fn(st["params"], D["x_ntk"])
 
+    seg = jax.vmap(segment, in_axes=(0, 0, None, None)) if vectorize else segment
+
+    def run(st, lr, D, last, r, r_end):
+        """Records ``r .. r_end`` (inclusive, at most ``_RECORD_WINDOW``) in one program, on
+        device: a ``while_loop`` over records that stops early when no run is active.
+        Returns the state, the metrics of the window (``(_RECORD_WINDOW, ...)`` per key,
+        record ``r + i`` in row ``i``), the latest outputs and the next record to compute.
+        The window has a fixed length so that one compiled program serves every ``steps``."""
+        shapes = jax.eval_shape(lambda s: seg(s, lr, 0, D)[1], st)
+        bufs = {k: jnp.zeros((_RECORD_WINDOW,) + shapes[k].shape, shapes[k].dtype)
+                for k in _REC_KEYS}
+
+        def cond(c):
+            st, _, _, i = c
+            return (r + i <= r_end) & jnp.any(st["active"])
+
+        def body(c):
+            st, bufs, last, i = c
+            st, m = seg(st, lr, (r + i - 1) * record_every, D)
+            bufs = {k: b.at[i].set(m[k]) for k, b in bufs.items()}
+            return st, bufs, {k: m[k] for k in last}, i + 1
+
+        st, bufs, last, i = jax.lax.while_loop(cond, body, (st, bufs, last, 0 * r))
+        return st, bufs, last, r + i
+
     if vectorize:
-        return (jax.jit(jax.vmap(start, in_axes=(0, 0, None))),
-                jax.jit(jax.vmap(segment, in_axes=(0, 0, None, None))),
+        return (jax.jit(jax.vmap(start, in_axes=(0, 0, None))), jax.jit(run),
                 jax.jit(jax.vmap(ntk_eval, in_axes=(0, None))))
-    return jax.jit(start), jax.jit(segment), jax.jit(ntk_eval)
+    return jax.jit(start), jax.jit(run), jax.jit(ntk_eval)
 
 
 def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
@@ -345,13 +368,12 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
       ValueError: for bad arguments (before any compilation).
     """
     t_start = time.perf_counter()
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    _validate.choice("loss", loss, LOSSES)
     lrs = _as_list("learning_rates", learning_rates, "lr")
     seed_arr = _as_list("seeds", seeds, "seed")
-    steps = _check_pos_int("steps", steps)
-    record_every = steps if record_every is None else _check_pos_int("record_every",
-                                                                     record_every)
+    steps = _validate.integer("steps", steps)
+    record_every = steps if record_every is None else _validate.integer("record_every",
+                                                                        record_every)
     if steps % record_every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every "
                          f"({record_every})")
@@ -361,10 +383,11 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
         raise ValueError("x_train must be (N, ...) and y_train (N, C) with the same N, got "
                          f"{x_train.shape} and {y_train.shape}")
     n = int(x_train.shape[0])
-    batch_size = _check_pos_int("batch_size", batch_size, allow_none=True)
+    batch_size = _validate.integer("batch_size", batch_size, allow_none=True)
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size must be at most N={n}, got {batch_size}")
-    if not (0.0 <= float(momentum) < 1.0):
+    momentum = _validate.real("momentum", momentum, minimum=0.0)
+    if momentum >= 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     for nm, xa, ya in (("test", x_test, y_test), ("eval", x_eval, y_eval)):
         if (xa is None) != (ya is None):
@@ -385,14 +408,15 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
             raise ValueError("x_ntk is required when ntk_steps is given")
         if 0 not in ntk_steps:
             ntk_steps = [0] + ntk_steps
-    if target_accuracy is not None and not (0.0 < float(target_accuracy) <= 1.0):
+    if target_accuracy is not None and not (
+            0.0 < _validate.real("target_accuracy", target_accuracy, positive=True) <= 1.0):
         raise ValueError(f"target_accuracy must be in (0, 1], got {target_accuracy!r}")
     if stop_at_target and target_accuracy is None:
         raise ValueError("stop_at_target requires target_accuracy")
-    if max_loss is not None and not float(max_loss) > 0:
-        raise ValueError(f"max_loss must be positive or None, got {max_loss!r}")
+    if max_loss is not None:
+        max_loss = _validate.real("max_loss", max_loss, positive=True)
     n_runs = lrs.size * seed_arr.size
-    chunk_size = n_runs if chunk_size is None else _check_pos_int("chunk_size", chunk_size)
+    chunk_size = n_runs if chunk_size is None else _validate.integer("chunk_size", chunk_size)
     chunk_size = min(chunk_size, n_runs)
 
     x_eval_ = x_train if x_eval is None else jnp.asarray(x_eval)
@@ -409,24 +433,36 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
     max_loss_v = float("inf") if max_loss is None else float(max_loss)
     D = {"x_train": x_train, "y_train": y_train, "x_eval": x_eval_, "y_eval": y_eval_,
          "x_test": x_test_, "y_test": y_test_, "x_ntk": x_ntk_}
-    j_start, j_segment, j_ntk = _programs(
+    j_start, j_run, j_ntk = _programs(
         apply_fn, ntk_fn, loss, batch_size, float(momentum), bool(center), record_every,
         bool(stop_at_target), target_v, max_loss_v, bool(vectorize))
 
-    def init_params(key):
-        return init_fn(jax.random.fold_in(key, 0), input_shape)[1]
+    # Initialization runs outside the compiled programs, op by op and one seed at a time:
+    # jax.random's samplers are jitted per shape and cached for the process, whereas inlining
+    # threefry into a larger program, or vmapping it over keys, costs seconds of XLA
+    # compilation per sampler on CPU (vmapped init was 2/3 of the first call's time).
+    init_cache: dict[int, object] = {}
 
-    # Initialization runs outside the compiled programs, op by op: jax.random's samplers are
-    # jitted per shape and cached for the process, whereas inlining threefry into a larger
-    # program costs seconds of XLA compilation per sampler on CPU.
-    e_init = jax.vmap(init_params) if vectorize else init_params
+    def init_params(seed):
+        if seed not in init_cache:
+            key = jax.random.fold_in(jax.random.key(seed), 0)
+            init_cache[seed] = init_fn(key, input_shape)[1]
+        return init_cache[seed]
+
     cs = chunk_size if vectorize else 1
 
     # ------------------------------------------------------------------ grid loop
     run_lr = np.repeat(lrs, seed_arr.size)
     run_seed = np.tile(seed_arr, lrs.size)
     T, K = record_steps.size, len(ntk_steps)
-    recs = {k: [] for k in ("loss", "acc", "test_loss", "test_acc", "w")}
+    ntk_records = [int(np.searchsorted(record_steps, s_)) for s_ in ntk_steps]
+    # host calls per chunk: up to each NTK record, up to ~20 progress ticks, every
+    # _RECORD_WINDOW records, and the end
+    stops = set(ntk_records) | {T - 1} | set(range(0, T, _RECORD_WINDOW))
+    if progress:
+        stops |= set(range(0, T, max(1, -(-(T - 1) // 20))))
+    stops = sorted(r for r in stops if r > 0)
+    recs = {k: [] for k in _REC_KEYS}
     ntks, div_steps, tgt_steps, f_tr, f_te = [], [], [], [], []
     chunks = [np.arange(i, min(i + cs, n_runs)) for i in range(0, n_runs, cs)]
     bar = None
@@ -440,36 +476,48 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
         if vectorize:
             keys = jax.vmap(jax.random.key)(jnp.asarray(run_seed[idx]))
             lr_c = jnp.asarray(run_lr[idx], dtype=x_train.dtype)
+            params = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                            *[init_params(int(s_)) for s_ in run_seed[idx]])
         else:
             keys = jax.random.key(int(run_seed[idx[0]]))
             lr_c = jnp.asarray(run_lr[idx[0]], dtype=x_train.dtype)
-        st, m = j_start(e_init(keys), keys, D)
-        chunk_recs = [m]
+            params = init_params(int(run_seed[idx[0]]))
+        st, m = j_start(params, keys, D)
+        windows = {k: [np.asarray(m[k])[None]] for k in _REC_KEYS}  # record 0
+        last = {"f_eval": m["f_eval"], "f_test": m["f_test"]}
         chunk_ntk = [j_ntk(st, D)] if 0 in ntk_steps else []
-        for r in range(1, T):
-            t0 = int(record_steps[r - 1])
-            if bool(jnp.any(st["active"])):
-                st, m = j_segment(st, lr_c, jnp.asarray(t0, jnp.int32), D)
-            chunk_recs.append(m)  # frozen runs: metrics unchanged
-            if int(record_steps[r]) in ntk_steps:
+        r_next, done = 1, 0
+        for stop in stops:
+            if r_next <= stop:  # else every run of the chunk is frozen
+                st, w, last, r_out = j_run(st, lr_c, D, last, jnp.asarray(r_next, jnp.int32),
+                                           jnp.asarray(stop, jnp.int32))
+                r_out = int(r_out)
+                for k in _REC_KEYS:
+                    windows[k].append(np.asarray(w[k])[:r_out - r_next])
+                r_next = r_out if r_out > stop else T  # stopped early: all runs frozen
+            if stop in ntk_records:  # frozen runs: the NTK of their frozen parameters
                 chunk_ntk.append(j_ntk(st, D))
             if bar is not None:
-                bar.update(1)
-        ft, fte = m["f_eval"], m["f_test"]
+                bar.update(stop - done)
+                done = stop
         sl = slice(0, real)
 
         def npy(a):
             a = np.asarray(a)
             return a[sl] if vectorize else a[None]
 
-        for k in recs:
-            recs[k].append(np.stack([npy(mm[k]) for mm in chunk_recs], axis=1))
+        for k in _REC_KEYS:
+            b = np.concatenate(windows[k])
+            # records after every run of the chunk froze repeat the last computed one
+            b = np.concatenate([b, np.repeat(b[-1:], T - b.shape[0], axis=0)])
+            b = np.moveaxis(b, 0, 1) if vectorize else b[None]  # (runs, T, ...)
+            recs[k].append(b[sl])
         if K:
             ntks.append(np.stack([npy(a) for a in chunk_ntk], axis=1))
         div_steps.append(npy(st["div_step"]))
         tgt_steps.append(npy(st["tgt_step"]))
-        f_tr.append(npy(ft))
-        f_te.append(npy(fte))
+        f_tr.append(npy(last["f_eval"]))
+        f_te.append(npy(last["f_test"]))
     if bar is not None:
         bar.close()
 

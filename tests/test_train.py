@@ -90,6 +90,38 @@ def test_vmapped_equals_looped_sgd_momentum_xent(ds):
     assert not np.allclose(v.loss[0, :, -1], v.loss[1, :, -1])
 
 
+def test_record_windows_early_stop_and_ntk_between(ds, monkeypatch):
+    """Records crossing several program calls (window of 3 records), an NTK evaluation between
+    them, progress ticks and a chunk whose runs all freeze early: same results vmapped (with a
+    padded chunk) and looped, and the frozen records repeat the last computed one."""
+    monkeypatch.setattr(train, "_RECORD_WINDOW", 3)
+    train._programs.cache_clear()
+    tr, _ = ds
+    init_fn, apply_fn, _ = _net()
+    kw = dict(learning_rates=[0.02, 6.0], seeds=[0, 1], steps=200, record_every=10,
+              loss="mse", target_accuracy=0.5, stop_at_target=True, ntk_steps=[70, 200],
+              x_ntk=tr.x[:4])
+    try:
+        v = train.train(init_fn, apply_fn, tr.x, tr.y, chunk_size=3, progress=True, **kw)
+        loop = train.train(init_fn, apply_fn, tr.x, tr.y, vectorize=False, **kw)
+    finally:
+        train._programs.cache_clear()
+    for name in ("loss", "accuracy", "weight_change", "f_train", "ntk", "ntk_change"):
+        np.testing.assert_allclose(getattr(v, name), getattr(loop, name), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(v.steps_to_target, loop.steps_to_target)
+    # the fast runs reach the target and freeze before the NTK at step 70 (the second chunk,
+    # run (6.0, 1) and its two padding copies, stops early); the slow ones never do
+    assert np.all((v.steps_to_target[1] > 0) & (v.steps_to_target[1] <= 70))
+    assert np.all(v.steps_to_target[0] == -1)
+    for s in range(2):
+        k = int(np.searchsorted(v.record_steps, v.steps_to_target[1, s]))
+        np.testing.assert_array_equal(v.loss[1, s, k:], v.loss[1, s, k])
+        np.testing.assert_array_equal(v.ntk[1, s, 1], v.ntk[1, s, 2])
+    # the slow runs keep training through every window
+    assert np.all(np.diff(v.loss[0], axis=-1) < 0)
+
+
 def test_linear_model_matches_discrete_closed_form(ds):
     """For a linear model, GD on MSE obeys r_{t+1} = (I - eta Theta / (N C)) r_t exactly."""
     tr, _ = ds
