@@ -289,11 +289,22 @@ def _chunk(key, indices, x, *, depth, width, activation, init, ntk_depths, W_std
     C, P = indices.shape[0], x.shape[0]
     S = len(ntk_depths)
     carry = (jnp.zeros((C, S, P, width), dtype), jnp.zeros((C, S, P, P), dtype))
-    carry, _ = jax.lax.scan(bwd, carry, (jnp.arange(depth, 1, -1),
-                                         None if Ws is None else Ws[::-1]))
+    # layers depth..2 (reverse=True reads the stored weights in place, without a flipped copy)
+    carry, _ = jax.lax.scan(bwd, carry, (jnp.arange(2, depth + 1), Ws), reverse=True)
     _, theta, _ = back_step(carry, 1)
     theta = jnp.transpose(theta, (1, 0, 2, 3)) + nngp
     return q, theta, nngp
+
+
+def _store_budget() -> int:
+    """Bytes of weights per chunk that :func:`ensemble` keeps by default: 1 GiB, or a quarter of
+    the default device's memory when it reports a limit (GPUs do; the CPU does not)."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001  (backends without memory statistics)
+        stats = {}
+    limit = stats.get("bytes_limit")
+    return max(2 ** 30, int(limit) // 4) if limit else 2 ** 30
 
 
 def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
@@ -324,7 +335,9 @@ def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
         n^2) floats, plus chunk x L n^2 with stored weights); default ``min(B, 256)``.
       store_weights: keep the weights of the forward pass for the backward pass (``True``) or
         redraw them from their keys (``False``: half the memory, twice the sampling work,
-        identical results). Default: store if they take at most 1 GiB per chunk.
+        identical results). Default: store if they take at most 1 GiB per chunk, or a quarter
+        of the memory of an accelerator that reports its size (on a GPU this halves the QR
+        work of orthogonal ensembles, which dominates them).
       progress: show a ``tqdm`` bar over chunks.
 
     Returns:
@@ -353,7 +366,7 @@ def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
     chunk_size = min(n_networks, 256) if chunk_size is None else _validate.integer(
         "chunk_size", chunk_size)
     if store_weights is None:
-        store_weights = chunk_size * depth * width ** 2 * x.dtype.itemsize <= 2 ** 30
+        store_weights = chunk_size * depth * width ** 2 * x.dtype.itemsize <= _store_budget()
     starts = range(0, n_networks, chunk_size)
     if progress:
         from tqdm.auto import tqdm
