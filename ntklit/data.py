@@ -18,8 +18,9 @@ Names:
   (:data:`MNIST1D_EXTENSION_SEEDS`, disjoint between the splits and from 42), so any size is
   deterministic, train and test never share a sample, and a split's rows never depend on the
   size requested (a smaller size is a prefix of a larger one, see ``load``). The generator
-  scales each block by its own mean and standard deviation (those of 5000 samples, so the
-  blocks agree to about 0.3%); ``standardize`` uses the standard train split for every size.
+  rescales each block by its own mean and standard deviation (estimated from its 5000
+  samples, so blocks differ only by that estimate's sampling error); ``standardize`` uses
+  the standard train split for every size.
 * ``"gaussian"``: ``x ~ N(0, I_d)``; ``"sphere"``: ``x`` uniform on the sphere of radius
   ``sqrt(d)`` (so each coordinate has unit variance). Default ``d = 16``. Labels are those of
   a fixed random linear teacher, ``argmax(x @ T)`` with ``T`` a ``(d, 10)`` Gaussian matrix drawn
