@@ -127,14 +127,29 @@ def sample_weight(key: jax.Array, shape: Sequence[int], init: str = "gaussian",
     n_out = _validate.integer("shape[0]", shape[0])
     n_in = _validate.integer("shape[1]", shape[1])
     init = _validate.choice("init", init, INITS)
-    if init == "gaussian":
-        return jax.random.normal(key, (n_out, n_in), dtype)
+    return _weight(key, (n_out, n_in), init == "orthogonal", dtype)
+
+
+def _weight(key, shape, orth, dtype):
+    """:func:`sample_weight` with ``orth`` a Python bool or a traced scalar bool.
+
+    Both laws transform the same Gaussian draw ``g`` (``(m, k)``, tall orientation), so a traced
+    ``orth`` compiles one program for both ensembles (``lax.cond``: only one branch runs).
+    """
+    n_out, n_in = shape
     tall = n_out >= n_in
     m, k = (n_out, n_in) if tall else (n_in, n_out)
     g = jax.random.normal(key, (m, k), dtype)
-    q, r = jnp.linalg.qr(g)  # reduced: q (m, k)
-    q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
-    w = math.sqrt(m) * q
+
+    def haar(g):
+        q, r = jnp.linalg.qr(g)  # reduced: q (m, k)
+        q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
+        return math.sqrt(m) * q
+
+    if isinstance(orth, bool):
+        w = haar(g) if orth else g
+    else:
+        w = jax.lax.cond(orth, haar, lambda g: g, g)
     return w if tall else w.T
 
 
@@ -143,20 +158,20 @@ def _network_keys(key, index):
     return jax.random.fold_in(kn, 0), jax.random.fold_in(kn, 1), jax.random.fold_in(kn, 2)
 
 
-def _layer_params(key, index, layer, shape, init, dtype, with_bias):
+def _layer_params(key, index, layer, shape, orth, dtype, with_bias):
     """Weight (and bias) of hidden layer ``layer`` (1-based) of network ``index``."""
     kw, kb, _ = _network_keys(key, index)
-    w = sample_weight(jax.random.fold_in(kw, layer), shape, init, dtype)
+    w = _weight(jax.random.fold_in(kw, layer), shape, orth, dtype)
     b = (jax.random.normal(jax.random.fold_in(kb, layer), (shape[0],), dtype) if with_bias
          else jnp.zeros((shape[0],), dtype))
     return w, b
 
 
-def _readout_params(key, index, depth, width, init, dtype, with_bias):
+def _readout_params(key, index, depth, width, orth, dtype, with_bias):
     """Readout vector ``(width,)`` and bias of the depth-``depth`` readout of network ``index``."""
     _, _, kr = _network_keys(key, index)
     kd = jax.random.fold_in(kr, depth)
-    u = sample_weight(jax.random.fold_in(kd, 0), (1, width), init, dtype)[0]
+    u = _weight(jax.random.fold_in(kd, 0), (1, width), orth, dtype)[0]
     b = jax.random.normal(jax.random.fold_in(kd, 1), (), dtype) if with_bias else jnp.zeros(
         (), dtype)
     return u, b
@@ -192,10 +207,11 @@ def network_weights(key: jax.Array, index: int, *, depth: int, width: int, n_in:
     out = []
     for l in range(1, depth + 1):
         shape = (width, n_in if l == 1 else width)
-        out.append(_layer_params(key, index, l, shape, init, dtype, bias))
+        out.append(_layer_params(key, index, l, shape, init == "orthogonal", dtype, bias))
     if readout_depth is not None:
         readout_depth = _validate.integer("readout_depth", readout_depth, minimum=1)
-        u, b = _readout_params(key, index, readout_depth, width, init, dtype, bias)
+        u, b = _readout_params(key, index, readout_depth, width, init == "orthogonal", dtype,
+                               bias)
         out.append((u[None, :], b[None]))
     return out
 
@@ -227,9 +243,10 @@ class Ensemble:
     width: int
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "width", "activation", "init",
-                                              "ntk_depths", "W_std", "b_std", "store"))
-def _chunk(key, indices, x, *, depth, width, activation, init, ntk_depths, W_std, b_std, store):
+@functools.partial(jax.jit, static_argnames=("depth", "width", "activation", "ntk_depths",
+                                              "W_std", "b_std", "store"))
+def _chunk(key, indices, x, orth, *, depth, width, activation, ntk_depths, W_std, b_std, store):
+    # orth is traced: the Gaussian and orthogonal ensembles share one compiled program
     dtype = x.dtype
     n0 = x.shape[1]
     phi, dphi = _phi(activation), _dphi(activation)
@@ -238,7 +255,7 @@ def _chunk(key, indices, x, *, depth, width, activation, init, ntk_depths, W_std
     ah = W_std / math.sqrt(width)
 
     def params(l, shape):
-        return jax.vmap(lambda i: _layer_params(key, i, l, shape, init, dtype, with_bias))(
+        return jax.vmap(lambda i: _layer_params(key, i, l, shape, orth, dtype, with_bias))(
             indices)
 
     def gram(v):  # (C, P, n) -> (C, P, P)
@@ -266,7 +283,7 @@ def _chunk(key, indices, x, *, depth, width, activation, init, ntk_depths, W_std
     last_act_gram = jnp.einsum("scpi,scqi->scpq", phi(zs[Ds - 1]), phi(zs[Ds - 1]))
     nngp = ah ** 2 * last_act_gram + b_std ** 2             # (S, C, P, P)
     U = jax.vmap(lambda D: jax.vmap(
-        lambda i: _readout_params(key, i, D, width, init, dtype, with_bias)[0])(indices))(Ds)
+        lambda i: _readout_params(key, i, D, width, orth, dtype, with_bias)[0])(indices))(Ds)
     U = jnp.transpose(U, (1, 0, 2))                          # (C, S, n)
 
     def back_step(carry, l):
@@ -376,8 +393,9 @@ def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
         idx = jnp.arange(s, min(s + chunk_size, n_networks))
         if idx.shape[0] < chunk_size:  # pad the last chunk: one compiled shape
             idx = jnp.concatenate([idx, jnp.full((chunk_size - idx.shape[0],), idx[-1])])
-        q, th, ng = _chunk(key, idx, x, depth=depth, width=width, activation=activation,
-                           init=init, ntk_depths=tuple(ds), W_std=W_std, b_std=b_std,
+        q, th, ng = _chunk(key, idx, x, jnp.asarray(init == "orthogonal"), depth=depth,
+                           width=width, activation=activation, ntk_depths=tuple(ds),
+                           W_std=W_std, b_std=b_std,
                            store=bool(store_weights))
         m = min(chunk_size, n_networks - s)
         qs.append(np.asarray(q[:, :m]))
