@@ -32,7 +32,8 @@ The NTK uses no Jacobian: one forward pass stores :math:`z^{(l)}`, one backward 
 with :math:`a^{(0)} = x`, :math:`a^{(l)} = \\phi(z^{(l)})`, :math:`\\alpha_1 = \\sigma_w /
 \\sqrt{n_0}` and :math:`\\alpha_l = \\sigma_w / \\sqrt{n}` otherwise. Cost per network: the
 weight sampling (:math:`L n^2` normals, plus :math:`L` QR factorizations of :math:`n \\times n`
-matrices, twice with the NTK, for orthogonal weights) and :math:`2 L n^2 P (1 + |S|)` flops of
+matrices for orthogonal weights, twice with the NTK if the weights are redrawn for the backward
+pass rather than kept) and :math:`2 L n^2 P (1 + |S|)` flops of
 matrix-vector products for :math:`P` inputs and :math:`|S|` readout depths.
 
 The effective theory (Roberts, Yaida & Hanin, arXiv:2106.10165, ch. 4-5; Day, Kahn & Roberts,
