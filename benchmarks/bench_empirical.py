@@ -9,16 +9,31 @@ Every (configuration, method) runs in its own subprocess, so that its peak memor
 resident set size on CPU; ``peak_bytes_in_use`` of the device on GPU) is its own, and an
 implementation that fails (e.g. neural-tangents' STRUCTURED_DERIVATIVES or AUTO on a JAX they
 do not support) is recorded as an error instead of stopping the run. Each measurement reports
-the compile time (first call), the median of ``--repeats`` timed calls, and the maximum relative
-difference ``max|K - K_ref| / max|K_ref|`` to the reference kernel of that configuration
+the compile time (first call), the median of ``--repeats`` timed calls (methods estimated above
+``ONE_CALL_GFLOP`` are timed by their first call alone, compile included, an upper bound), and
+the maximum relative difference ``max|K - K_ref| / max|K_ref|`` to the reference kernel of that configuration
 (ntklit's FCN fast path for FCNs, neural-tangents' Jacobian contraction for the CNN), all in
 float32 on the same random network and inputs. Methods whose estimated cost exceeds
-``--max-gflop`` are skipped and recorded as skipped, with the estimate.
+``--max-gflop`` are skipped and recorded as skipped, with the estimate (in seconds too, from the
+method's throughput on the configurations measured before). On 2 CPU cores the default
+``--max-gflop 5000`` runs everything of the quick profile, NTK_VECTOR_PRODUCTS at depth 10, width
+1024, 256 inputs included (~4150 GFLOP, measured ~75 s), in about 15-18 minutes.
 
-The ensemble measurement times the kernels of 100 networks: ``ntklit.empirical``'s vmapped
-ensemble (one compiled call, ``init_mode="vmap"``: parameters drawn and kernels computed inside
-``vmap``) against Python loops over seeds, (a) calling the stax ``init_fn``
-and a jitted kernel per seed, (b) calling one jitted ``init + kernel`` function per seed.
+The ensemble measurement times the NTK of 100 independently initialized FCNs, for Gaussian and
+orthogonal init, over a range of sizes (the widths of chapters 4 and 7, from dispatch-bound
+width 8 to compute-bound width 512): ``ntklit.empirical.fcn_ensemble_kernels`` (one compiled
+call; ``init_mode="auto"``: parameters drawn inside ``vmap`` for Gaussian inits, one network
+after another inside the compiled call (``lax.map``) for orthogonal ones, see
+``ntklit.empirical.ensemble``) against the Python loops over seeds a researcher would write:
+``loop_init_fn_nt`` (stax ``init_fn`` + a jitted neural-tangents ``empirical_ntk_fn`` per seed),
+``loop_init_fn_fast`` (``init_fn`` + ntklit's fast path ``fcn_ntk`` per seed) and ``loop_jit``
+(one jitted ``init + fast-path kernel`` function called per seed). The ensemble worker also
+times its two parts (drawing the parameters; the vmapped kernels) and the cost of one Python
+dispatch of a jitted call, which bound the speed-up any batching can give on this device.
+Workers run with ``OPENBLAS_NUM_THREADS=1`` (jaxlib's CPU LAPACK, used by the QR of orthogonal
+inits, is scipy's OpenBLAS, whose own threads oversubscribe a 2-core machine that XLA already
+keeps busy; measured: 100 orthogonal depth-2 width-128 inits took 0.22 s with one OpenBLAS
+thread and 0.6-4.9 s with the default at load ~7).
 """
 
 from __future__ import annotations
@@ -42,16 +57,28 @@ PROFILES = {
     "quick": {
         "fcn": [(5, 512, 128), (10, 1024, 256)],
         "cnn": [(2, 32, 32)],
-        "ensemble": (2, 128, 32, 100),
+        # (label, depth, width, inputs, input_dim, networks)
+        "ensemble": [("dispatch-bound", 2, 8, 20, 64, 100),
+                     ("chapter 7 NTK ensembles", 8, 32, 2, 16, 100),
+                     ("", 2, 128, 32, 64, 100),
+                     ("chapter 4 Fig. 1, widest quick width", 1, 256, 20, 1024, 100),
+                     ("compute-bound", 2, 512, 32, 64, 100)],
     },
     # the issue's ranges (depth 5-20, width 512-4096, 128-1024 inputs), for one GPU.
     "full": {
         "fcn": [(5, 512, 128), (10, 1024, 256), (20, 1024, 256), (5, 4096, 1024),
                 (10, 2048, 512)],
         "cnn": [(3, 128, 64)],
-        "ensemble": (3, 512, 64, 100),
+        "ensemble": [("dispatch-bound", 2, 8, 20, 64, 100),
+                     ("chapter 7 NTK ensembles", 8, 32, 2, 16, 100),
+                     ("chapter 4 deep FCNs", 3, 128, 12, 64, 100),
+                     ("chapter 4 Fig. 1", 1, 1024, 20, 1024, 100),
+                     ("compute-bound", 3, 512, 64, 64, 100)],
     },
 }
+ENSEMBLE_METHODS = ("ensemble", "loop_init_fn_nt", "loop_init_fn_fast", "loop_jit")
+#: above this estimated cost a method is timed by one call (compile included), not 1 + repeats
+ONE_CALL_GFLOP = 300.0
 
 
 def _estimate_gflop(kind, depth, width, n, method):
@@ -86,10 +113,14 @@ def _peak_memory_bytes():
 
 
 def _time(fn, repeats):
+    """First call (compile + run) and the median of ``repeats`` further calls; with
+    ``repeats == 0`` the run time is the first call's (an upper bound: it includes compiling)."""
     import jax
     t = time.perf_counter()
     out = jax.block_until_ready(fn())
     compile_s = time.perf_counter() - t
+    if repeats == 0:
+        return out, compile_s, compile_s
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -142,38 +173,57 @@ def worker(spec: dict) -> dict:
     peak, how = _peak_memory_bytes()
     rec.update(status="ok", compile_s=compile_s, run_s=run_s, peak_memory_MiB=peak / 2 ** 20,
                memory_measure=how)
+    if repeats == 0:
+        rec["run_s_includes_compile"] = True
     return rec
 
 
 def _ensemble_worker(spec, rec):
     import jax
+    import jax.numpy as jnp
+    import neural_tangents as nt
     import numpy as np
 
     from ntklit import empirical as E
     from ntklit import nets
 
     depth, width, n, S = spec["depth"], spec["width"], spec["n"], spec["samples"]
-    rec["samples"] = S
-    init_fn, apply_fn, _ = nets.fcn(depth, width, activation="relu", W_std=1.5, b_std=0.1)
-    x = jax.random.normal(jax.random.key(1), (n, 64))
+    init, d_in = spec["init"], spec["input_dim"]
+    rec.update(samples=S, init=init, input_dim=d_in)
+    init_fn, apply_fn, _ = nets.fcn(depth, width, activation="relu", W_std=1.5, b_std=0.1,
+                                    init=init)
+    x = jax.random.normal(jax.random.key(1), (n, d_in))
     key = jax.random.key(2)
     kw = dict(W_std=1.5, b_std=0.1)
     method = spec["method"]
-    if method == "ensemble_vmap":
-        fn = lambda: E.fcn_ensemble_kernels(init_fn, key, x, n_samples=S, chunk_size=S,  # noqa: E731
-                                            init_mode="vmap", **kw).ntk
-    elif method == "loop_init_fn":
+    if method == "ensemble":
+        mode = E._resolve_init_mode("auto", init_fn, (-1, d_in))
+        rec["init_mode"] = mode
+
+        def fn():
+            return E.fcn_ensemble_kernels(init_fn, key, x, n_samples=S, chunk_size=S,
+                                          init_mode="auto", **kw).ntk
+    elif method == "loop_init_fn_nt":
+        ntk_fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0))
+
+        def fn():
+            out = []
+            for k in jax.random.split(key, S):
+                _, p = init_fn(k, x.shape)
+                out.append(ntk_fn(x, None, p))
+            return jnp.stack(out)
+    elif method == "loop_init_fn_fast":
         def fn():
             out = []
             for k in jax.random.split(key, S):
                 _, p = init_fn(k, x.shape)
                 out.append(E.fcn_ntk(p, x, **kw))
-            return jax.numpy.stack(out)
+            return jnp.stack(out)
     elif method == "loop_jit":
         one = jax.jit(lambda k: E.fcn_kernels(init_fn(k, x.shape)[1], x, **kw).ntk)
 
         def fn():
-            return jax.numpy.stack([one(k) for k in jax.random.split(key, S)])
+            return jnp.stack([one(k) for k in jax.random.split(key, S)])
     else:
         raise ValueError(f"unknown ensemble method {method!r}")
     K, compile_s, run_s = _time(fn, spec["repeats"])
@@ -181,6 +231,22 @@ def _ensemble_worker(spec, rec):
     peak, how = _peak_memory_bytes()
     rec.update(status="ok", compile_s=compile_s, run_s=run_s, peak_memory_MiB=peak / 2 ** 20,
                memory_measure=how)
+    if method == "ensemble":
+        # where the time goes: drawing the parameters vs the vmapped kernels, and the cost of
+        # one Python dispatch of a jitted call (what a loop over seeds pays per network)
+        keys = jax.random.split(key, S)
+        draw = (lambda k: init_fn(k, x.shape)[1])
+        if mode == "vmap":
+            init_all = jax.jit(jax.vmap(draw))
+        else:
+            init_all = jax.jit(lambda ks: jax.lax.map(draw, ks))
+        params = init_all(keys)
+        kern = E._kernel_runner(E._FcnKernels(E._relu, 1.5, 0.1, "ntk", True, True))
+        _, _, init_s = _time(lambda: init_all(keys), spec["repeats"])
+        _, _, kernel_s = _time(lambda: kern(params, (x, x)), spec["repeats"])
+        tiny = jax.jit(lambda k: jax.random.key_data(k)[..., :1])
+        _, _, disp = _time(lambda: [tiny(k) for k in keys], spec["repeats"])
+        rec.update(init_s=init_s, kernel_s=kernel_s, dispatch_s_per_call=disp / S)
     return rec
 
 
@@ -190,7 +256,8 @@ def _ensemble_worker(spec, rec):
 
 
 def _run_worker(spec, timeout):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OPENBLAS_NUM_THREADS="1")
     t = time.perf_counter()
     try:
         p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
@@ -215,7 +282,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--max-gflop", type=float, default=2000.0,
+    ap.add_argument("--max-gflop", type=float, default=5000.0,
                     help="skip methods whose estimated cost exceeds this (GFLOP)")
     ap.add_argument("--timeout", type=int, default=600, help="per-measurement limit (s)")
     ap.add_argument("--out", default=None, help="results file (default by device)")
@@ -248,13 +315,26 @@ def main(argv=None):
     def measure(kind, depth, width, n, methods, ref_method):
         recs = {}
         for m in methods:
-            spec = {"mode": "kernel", "kind": kind, "depth": depth, "width": width, "n": n,
-                    "method": m, "repeats": args.repeats,
-                    "out_npy": str(tmp / f"{kind}_{depth}_{width}_{n}_{m}.npy")}
             est = _estimate_gflop(kind, depth, width, n, m)
+            spec = {"mode": "kernel", "kind": kind, "depth": depth, "width": width, "n": n,
+                    "method": m, "repeats": 0 if est > ONE_CALL_GFLOP else args.repeats,
+                    "out_npy": str(tmp / f"{kind}_{depth}_{width}_{n}_{m}.npy")}
             if est > args.max_gflop:
-                rec = {**_base(spec), "status": "skipped",
-                       "error": f"estimated {est:.0f} GFLOP > --max-gflop {args.max_gflop:g}"}
+                # the same method's measured throughput (estimated GFLOP per second) on the
+                # configurations run so far turns the estimate into seconds
+                done = [r for r in results if r.get("method") == m and r.get("status") == "ok"
+                        and r.get("kind") == kind]
+                msg = f"estimated {est:.0f} GFLOP > --max-gflop {args.max_gflop:g}"
+                rec = {**_base(spec), "status": "skipped"}
+                rate = max((_estimate_gflop(kind, r["depth"], r["width"], r["inputs"], m)
+                            / r["run_s"] for r in done), default=0.0)
+                if rate > 0:
+                    rec["est_s_per_call"] = round(est / rate, 1)
+                    msg += (f"; at the {rate:.0f} GFLOP/s this method reached on "
+                            f"d={done[-1]['depth']} w={done[-1]['width']} "
+                            f"n={done[-1]['inputs']} in this run, one call would take "
+                            f"~{est / rate:.0f} s")
+                rec["error"] = msg
             else:
                 print(f"{kind} depth={depth} width={width} n={n} {m} ...", flush=True)
                 rec = _run_worker(spec, args.timeout)
@@ -304,27 +384,54 @@ def main(argv=None):
         measure("cnn", depth, width, n, ("ntklit_ntk_jc",) + NT_METHODS,
                 "jacobian_contraction")
 
-    depth, width, n, S = prof["ensemble"]
-    ens = {}
-    for m in ("ensemble_vmap", "loop_jit", "loop_init_fn"):
-        spec = {"mode": "ensemble", "kind": "fcn", "depth": depth, "width": width, "n": n,
-                "samples": S, "method": m, "repeats": args.repeats,
-                "out_npy": str(tmp / f"ens_{m}.npy")}
-        print(f"ensemble {m} ...", flush=True)
-        ens[m] = _run_worker(spec, args.timeout)
-    if ens["ensemble_vmap"].get("status") == "ok":
-        Kv = np.load(tmp / "ens_ensemble_vmap.npy")
-        for m, rec in ens.items():
-            if rec.get("status") == "ok":
-                K = np.load(tmp / f"ens_{m}.npy")
-                rec["max_rel_diff"] = float(np.max(np.abs(K - Kv)) / np.max(np.abs(Kv)))
-                rec["ratio_to_ensemble_vmap"] = rec["run_s"] / ens["ensemble_vmap"]["run_s"]
-            if m != "ensemble_vmap" and rec.get("status") == "ok":
-                r = rec["ratio_to_ensemble_vmap"]
-                summary.append({"claim": f"ensemble of {S} FCNs (d={depth} w={width} n={n}): "
-                                         f"vmap >= 10x faster than Python loop ({m})",
-                                "measured": f"{r:.1f}x", "met": bool(r >= 10)})
-    results += list(ens.values())
+    ens_results = []
+    for label, depth, width, n, d_in, S in prof["ensemble"]:
+        for init in ("gaussian", "orthogonal"):
+            ens = {}
+            for m in ENSEMBLE_METHODS:
+                spec = {"mode": "ensemble", "kind": "fcn", "depth": depth, "width": width,
+                        "n": n, "input_dim": d_in, "samples": S, "init": init, "method": m,
+                        "repeats": args.repeats,
+                        "out_npy": str(tmp / f"ens_{depth}_{width}_{n}_{init}_{m}.npy")}
+                print(f"ensemble d={depth} w={width} n={n} {init} {m} ...", flush=True)
+                ens[m] = _run_worker(spec, args.timeout)
+                ens[m].update(init=init, input_dim=d_in, samples=S, label=label)
+            ours = ens["ensemble"]
+            if ours.get("status") == "ok":
+                Kv = np.load(tmp / f"ens_{depth}_{width}_{n}_{init}_ensemble.npy")
+                for m, rec in ens.items():
+                    if rec.get("status") == "ok":
+                        K = np.load(tmp / f"ens_{depth}_{width}_{n}_{init}_{m}.npy")
+                        rec["max_rel_diff"] = float(np.max(np.abs(K - Kv)) / np.max(np.abs(Kv)))
+                        rec["ratio_to_ensemble"] = rec["run_s"] / ours["run_s"]
+                init_share = ours["init_s"] / ours["run_s"]
+                kern_share = ours["kernel_s"] / ours["run_s"]
+                why = (f"ensemble {1e3 * ours['run_s'] / S:.2f} ms per network "
+                       f"(drawing parameters {100 * init_share:.0f}%, kernels "
+                       f"{100 * kern_share:.0f}% of it, timed separately; "
+                       f"init_mode={ours['init_mode']}); a trivial jitted call costs "
+                       f"{1e3 * ours['dispatch_s_per_call']:.2f} ms of Python dispatch")
+                lj = ens["loop_jit"]
+                if lj.get("status") == "ok":
+                    per = (lj["run_s"] - S * ours["dispatch_s_per_call"]) / S
+                    why += (f"; the loop of jitted calls takes {1e3 * lj['run_s'] / S:.2f} ms "
+                            f"per network ({1e3 * per:.2f} ms besides that dispatch)")
+                for m, rec in ens.items():
+                    if m == "ensemble" or rec.get("status") != "ok":
+                        if m != "ensemble":
+                            summary.append({"claim": f"ensemble of {S} {init} FCNs (d={depth} "
+                                                     f"w={width} n={n}) vs {m}",
+                                            "measured": f"not measured: {rec.get('error')}",
+                                            "met": None})
+                        continue
+                    r = rec["ratio_to_ensemble"]
+                    summary.append({"claim": f"ensemble of {S} {init} FCNs (d={depth} "
+                                             f"w={width} n={n}{', ' + label if label else ''}):"
+                                             f" >= 10x faster than a Python loop ({m})",
+                                    "measured": f"{r:.1f}x", "met": bool(r >= 10),
+                                    "reason": why})
+            ens_results += list(ens.values())
+    results += ens_results
 
     versions = {"jax": jax.__version__, "neural-tangents": nt.__version__,
                 "numpy": np.__version__, "python": platform.python_version()}
@@ -338,7 +445,8 @@ def main(argv=None):
         "config": {"profile": args.profile, "dtype": "float32", "repeats": args.repeats,
                    "network": "nets.fcn/cnn, ReLU, W_std=1.5, b_std=0.1, NTK param., 1 output",
                    "fcn_input_dim": 64, "cnn_input": "8x8x1, GAP readout",
-                   "max_gflop": args.max_gflop,
+                   "max_gflop": args.max_gflop, "one_call_above_gflop": ONE_CALL_GFLOP,
+                   "worker_env": "OPENBLAS_NUM_THREADS=1 (see the script's docstring)",
                    "loadavg_1min_start_end": f"{load_start[0]:.1f} / {os.getloadavg()[0]:.1f}",
                    "total_wall_s": round(time.perf_counter() - t_start, 1)},
         "summary": summary,
@@ -346,7 +454,16 @@ def main(argv=None):
         "notes": ("Times are medians of timed calls after one compile call, on a machine "
                   "possibly shared with other work (see loadavg). run_s excludes compilation. "
                   "ratio_to_ntklit_fcn = method time / ntklit fast-path time. "
-                  "max_rel_diff = max|K - K_ref| / max|K_ref| in float32."),
+                  "max_rel_diff = max|K - K_ref| / max|K_ref| in float32. "
+                  "run_s_includes_compile: timed by one call (estimated cost above "
+                  "one_call_above_gflop), so run_s is an upper bound. Ensembles: "
+                  "ratio_to_ensemble = loop time / ensemble time for the NTK of the same "
+                  "100 networks (same keys); init_s / kernel_s = the ensemble's two parts "
+                  "timed separately; dispatch_s_per_call = one Python call of a tiny jitted "
+                  "function. On 2 CPU cores the matrix products and random-number generation "
+                  "of a network cost the same batched or not, so batching saves only the "
+                  "per-seed dispatch and op-by-op execution; on a GPU batching also fills the "
+                  "device."),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
