@@ -564,6 +564,17 @@ def _init_lapack_primitives(init_fn, input_shape) -> tuple[str, ...]:
     return tuple(sorted(_primitive_names(jaxpr.jaxpr, set()) & _LAPACK_PRIMITIVES))
 
 
+#: On CPU, ``init_mode="auto"`` draws networks with at least this many parameters one at a time
+#: (``"map"``) rather than batched (``"vmap"``); see :func:`ensemble`.
+MAP_ABOVE_PARAMS = 2 ** 17
+
+
+@functools.lru_cache(maxsize=64)
+def _init_param_count(init_fn, input_shape) -> int:
+    shapes = jax.eval_shape(lambda k: init_fn(k, input_shape)[1], jax.random.key(0))
+    return int(sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes)))
+
+
 def _resolve_init_mode(init_mode: str, init_fn, input_shape) -> str:
     """``init_mode`` after ``"auto"`` is resolved; rejects ``"vmap"`` where it would deadlock."""
     _validate.choice("init_mode", init_mode, INIT_MODES)
@@ -571,7 +582,8 @@ def _resolve_init_mode(init_mode: str, init_fn, input_shape) -> str:
         return "vmap" if init_mode == "auto" else init_mode
     lapack = _init_lapack_primitives(init_fn, input_shape)
     if init_mode == "auto":
-        return "map" if lapack else "vmap"
+        big = _init_param_count(init_fn, input_shape) >= MAP_ABOVE_PARAMS
+        return "map" if lapack or big else "vmap"
     if lapack:
         raise ValueError(
             f"init_mode must be one of ['auto', 'map', 'loop'] for this init_fn on CPU, got "
@@ -641,8 +653,13 @@ def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
       Python dispatch per network, and no batched LAPACK calls.
     * ``"loop"``: one compiled ``init_fn`` call per network from Python, then ``fn``
       vectorized over the stacked parameters.
-    * ``"auto"`` (default): ``"map"`` on CPU when ``init_fn`` uses LAPACK-backed primitives
-      (the QR of an orthogonal init), ``"vmap"`` otherwise.
+    * ``"auto"`` (default): on CPU, ``"map"`` when ``init_fn`` uses LAPACK-backed primitives
+      (the QR of an orthogonal init) or a network has at least :data:`MAP_ABOVE_PARAMS`
+      parameters, ``"vmap"`` otherwise; ``"vmap"`` on other backends. Measured on 2 CPU cores
+      for 100 Gaussian FCNs: depth 2, width 128 (25k parameters each) 35 ms with ``"vmap"``,
+      45 ms with ``"map"``; depth 1, width 256 on 1024 inputs (263k) 0.62 s vs 0.40 s; depth 2,
+      width 512 (296k) 0.73 s vs 0.46 s. Either way the time is dominated by drawing the
+      random numbers, which batching does not make cheaper on a CPU.
 
     Why not ``"vmap"`` for an orthogonal init on CPU: vmapped, each layer's QR becomes a
     batched LAPACK custom call, and jaxlib 0.10's CPU LAPACK kernels split a batch into tasks

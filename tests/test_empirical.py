@@ -191,6 +191,9 @@ def test_vmapped_qr_init_on_cpu_fails_fast_and_auto_uses_map():
     assert E._resolve_init_mode("auto", orth, (-1, 6)) == "map"
     assert E._resolve_init_mode("auto", nets.fcn(2, 8)[0], (-1, 6)) == "vmap"
     assert E._resolve_init_mode("loop", orth, (-1, 6)) == "loop"
+    big = nets.fcn(1, 256)[0]  # 1024 * 256 + 256 weights >= MAP_ABOVE_PARAMS
+    assert E._resolve_init_mode("auto", big, (-1, 1024)) == "map"
+    assert E._resolve_init_mode("vmap", big, (-1, 1024)) == "vmap"
 
 
 def test_ensemble_mean_is_analytic_for_one_hidden_layer():
