@@ -502,7 +502,8 @@ def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
     :math:`1 + O(\\cdot/m_1)`, so the relative variance of the degree-:math:`j` term grows
     exponentially in :math:`j` (Ahle et al., section 1). It stays unbiased and has the same cost; at
     ``degree=8`` the high-order terms carry little weight (their coefficients are small), which
-    limits the damage, but at equal :math:`m` this map is noisier than the paper's NTK sketch, and
+    limits the damage. At equal :math:`m` this map is expected to be noisier than the paper's NTK
+    sketch (by the variance bounds; not measured here, PolySketch is not implemented), and
     chapter 8's error and accuracy measurements are those of the chain, not of PolySketch.
 
     Args:
