@@ -35,7 +35,6 @@ Tangent Kernel", arXiv:2206.08720. The NTK: Jacot et al., arXiv:1806.07572.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -596,16 +595,6 @@ def _resolve_init_mode(init_mode: str, init_fn, input_shape) -> str:
     return init_mode
 
 
-def _one_blas_thread():
-    """Context limiting the BLAS/LAPACK libraries (OpenBLAS) to one thread, via
-    ``threadpoolctl`` when it is installed (a no-op otherwise)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 @functools.lru_cache(maxsize=64)
 def _ensemble_runner(fn, init_fn, input_shape, init_mode: str):
     def draw(k):
@@ -671,11 +660,10 @@ def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
     ``"map"``, is run inline without the pool). So on CPU ``init_mode="vmap"`` with such an
     init raises :class:`ValueError` instead of hanging.
 
-    On CPU, while an ensemble with such an init is computed, the BLAS/LAPACK library that
-    jaxlib's LAPACK kernels call (scipy's OpenBLAS) is limited to one thread (with
-    ``threadpoolctl``): its own threads compete with XLA's for the cores. Measured on 2 shared
-    cores (load ~7): 48 orthogonal width-256 networks on 1024-dimensional inputs took 0.9 s
-    with one OpenBLAS thread and 19-78 s with OpenBLAS' default.
+    The QRs of orthogonal inits run in the OpenBLAS that jaxlib's CPU LAPACK kernels call;
+    ``import ntklit`` limits it to one thread (:mod:`ntklit._threads`, ``NTKLIT_BLAS_THREADS``),
+    without which its threads compete with XLA's: 48 orthogonal width-256 networks on
+    1024-dimensional inputs took 19-78 s instead of 0.9 s (2 shared cores, load ~7).
 
     Args:
       fn: hashable function ``fn(params, *args)`` returning a pytree of arrays (a module-level
@@ -711,21 +699,17 @@ def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
     pad = n_chunks * chunk_size - n_samples
     if pad:
         keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (pad,) + keys.shape[1:])])
-    one_thread = jax.default_backend() == "cpu" and _init_lapack_primitives(init_fn, input_shape)
-    with _one_blas_thread() if one_thread else contextlib.nullcontext():
-        if init_mode in ("vmap", "map"):
-            run = _ensemble_runner(fn, init_fn, input_shape, init_mode)
-            outs = [run(keys[i * chunk_size:(i + 1) * chunk_size], tuple(args))
-                    for i in range(n_chunks)]
-        else:
-            init_one, run = _init_one(init_fn, input_shape), _kernel_runner(fn)
-            outs = []
-            for i in range(n_chunks):
-                ps = [init_one(k) for k in keys[i * chunk_size:(i + 1) * chunk_size]]
-                params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *ps)
-                outs.append(run(params, tuple(args)))
-        if one_thread:  # the LAPACK calls run asynchronously: finish them inside the limit
-            outs = jax.block_until_ready(outs)
+    if init_mode in ("vmap", "map"):
+        run = _ensemble_runner(fn, init_fn, input_shape, init_mode)
+        outs = [run(keys[i * chunk_size:(i + 1) * chunk_size], tuple(args))
+                for i in range(n_chunks)]
+    else:
+        init_one, run = _init_one(init_fn, input_shape), _kernel_runner(fn)
+        outs = []
+        for i in range(n_chunks):
+            ps = [init_one(k) for k in keys[i * chunk_size:(i + 1) * chunk_size]]
+            params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *ps)
+            outs.append(run(params, tuple(args)))
     if n_chunks == 1:
         out = outs[0]
     else:
