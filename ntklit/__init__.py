@@ -1,7 +1,7 @@
 """ntklit: helpers for the book on the NTK of deep networks with orthogonal vs Gaussian init.
 
 Importing the package applies :mod:`ntklit.compat`, which makes neural-tangents 0.6.5 work on
-current JAX without tensorflow, and limits OpenBLAS to one thread (:mod:`ntklit._threads`:
+current JAX without tensorflow, and limits OpenBLAS to one thread (``ntklit._threads``:
 jaxlib's CPU LAPACK kernels stall when its threads compete with XLA's). Submodules are
 imported on demand::
 

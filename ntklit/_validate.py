@@ -1,6 +1,6 @@
 """Argument checks shared by every ``ntklit`` module.
 
-Each check raises :class:`ValueError` naming the parameter and the values it allows, and
+Each check raises ``ValueError`` naming the parameter and the values it allows, and
 returns the value normalized (``int``, ``float``, ``str``), so a public function can validate
 all its arguments first, before any heavy computation, in one line each::
 

@@ -643,7 +643,7 @@ def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
     * ``"loop"``: one compiled ``init_fn`` call per network from Python, then ``fn``
       vectorized over the stacked parameters.
     * ``"auto"`` (default): on CPU, ``"map"`` when ``init_fn`` uses LAPACK-backed primitives
-      (the QR of an orthogonal init) or a network has at least :data:`MAP_ABOVE_PARAMS`
+      (the QR of an orthogonal init) or a network has at least ``MAP_ABOVE_PARAMS``
       parameters, ``"vmap"`` otherwise; ``"vmap"`` on other backends. Measured on 2 CPU cores
       for 100 Gaussian FCNs: depth 2, width 128 (25k parameters each) 35 ms with ``"vmap"``,
       45 ms with ``"map"``; depth 1, width 256 on 1024 inputs (263k) 0.62 s vs 0.40 s; depth 2,
@@ -658,10 +658,10 @@ def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
     free to run: a deadlock (observed: a depth-2, width-128 orthogonal FCN ensemble of 100
     networks hung with all threads asleep in ``jax::ParallelBatchMap``; a batch of one, as in
     ``"map"``, is run inline without the pool). So on CPU ``init_mode="vmap"`` with such an
-    init raises :class:`ValueError` instead of hanging.
+    init raises ``ValueError`` instead of hanging.
 
     The QRs of orthogonal inits run in the OpenBLAS that jaxlib's CPU LAPACK kernels call;
-    ``import ntklit`` limits it to one thread (:mod:`ntklit._threads`, ``NTKLIT_BLAS_THREADS``),
+    ``import ntklit`` limits it to one thread (``ntklit._threads``, ``NTKLIT_BLAS_THREADS``),
     without which its threads compete with XLA's: 48 orthogonal width-256 networks on
     1024-dimensional inputs took 19-78 s instead of 0.9 s (2 shared cores, load ~7).
 

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,18 @@ def test_committed_notebook_is_clean(nb_path):
     src = first["source"] if isinstance(first["source"], str) else "".join(first["source"])
     assert first["cell_type"] == "markdown" and re.match(r"# \d+\. ", src), \
         "a chapter starts with '# N. Title'"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_parses_every_parameter(nb_path):
+    """papermill reads the same parameters as the runner (it cannot parse a line whose comment
+    contains '=', and then shows no help for it)."""
+    import papermill
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inspected = papermill.inspect_notebook(str(nb_path))
+    assert sorted(inspected) == sorted(runner.read_parameters(nb_path))
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
