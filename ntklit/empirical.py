@@ -526,8 +526,8 @@ def auto_chunk_size(init_fn: Callable, input_shape: Sequence[int], n_samples: in
     n_samples = _validate.integer("n_samples", n_samples)
     memory_bytes = _validate.integer("memory_bytes", memory_bytes)
     overhead = _validate.real("overhead", overhead, positive=True)
-    shapes = jax.eval_shape(lambda k: init_fn(k, tuple(input_shape))[1], jax.random.key(0))
-    nbytes = sum(math.prod(s.shape) * s.dtype.itemsize for s in jax.tree_util.tree_leaves(shapes))
+    leaves = _init_trace(init_fn, tuple(int(d) for d in input_shape))[1]
+    nbytes = sum(math.prod(s.shape) * s.dtype.itemsize for s in leaves)
     per = max(1.0, overhead * nbytes)
     return int(max(1, min(n_samples, memory_bytes // per)))
 
@@ -557,10 +557,13 @@ def _primitive_names(jaxpr, names: set) -> set:
 
 
 @functools.lru_cache(maxsize=64)
-def _init_lapack_primitives(init_fn, input_shape) -> tuple[str, ...]:
-    """The LAPACK-backed primitives (e.g. ``qr`` of an orthogonal init) that ``init_fn`` uses."""
-    jaxpr = jax.make_jaxpr(lambda k: init_fn(k, input_shape)[1])(jax.random.key(0))
-    return tuple(sorted(_primitive_names(jaxpr.jaxpr, set()) & _LAPACK_PRIMITIVES))
+def _init_trace(init_fn, input_shape: tuple) -> tuple[tuple[str, ...], tuple]:
+    """One trace of ``init_fn``: the LAPACK-backed primitives it uses (e.g. ``qr`` of an
+    orthogonal init) and the shapes/dtypes of its parameter leaves."""
+    jaxpr, shapes = jax.make_jaxpr(lambda k: init_fn(k, input_shape)[1],
+                                   return_shape=True)(jax.random.key(0))
+    lapack = tuple(sorted(_primitive_names(jaxpr.jaxpr, set()) & _LAPACK_PRIMITIVES))
+    return lapack, tuple(jax.tree_util.tree_leaves(shapes))
 
 
 #: On CPU, ``init_mode="auto"`` draws networks with at least this many parameters one at a time
@@ -568,20 +571,14 @@ def _init_lapack_primitives(init_fn, input_shape) -> tuple[str, ...]:
 MAP_ABOVE_PARAMS = 2 ** 17
 
 
-@functools.lru_cache(maxsize=64)
-def _init_param_count(init_fn, input_shape) -> int:
-    shapes = jax.eval_shape(lambda k: init_fn(k, input_shape)[1], jax.random.key(0))
-    return int(sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes)))
-
-
 def _resolve_init_mode(init_mode: str, init_fn, input_shape) -> str:
     """``init_mode`` after ``"auto"`` is resolved; rejects ``"vmap"`` where it would deadlock."""
     _validate.choice("init_mode", init_mode, INIT_MODES)
     if init_mode in ("map", "loop") or jax.default_backend() != "cpu":
         return "vmap" if init_mode == "auto" else init_mode
-    lapack = _init_lapack_primitives(init_fn, input_shape)
+    lapack, leaves = _init_trace(init_fn, input_shape)
     if init_mode == "auto":
-        big = _init_param_count(init_fn, input_shape) >= MAP_ABOVE_PARAMS
+        big = sum(math.prod(s.shape) for s in leaves) >= MAP_ABOVE_PARAMS
         return "map" if lapack or big else "vmap"
     if lapack:
         raise ValueError(
