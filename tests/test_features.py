@@ -66,8 +66,9 @@ def test_poly_coefficients_nonnegative_and_accurate():
     assert err8 < 0.02 and err8 < err2
 
 
-@pytest.mark.parametrize("method", F.METHODS)
-def test_feature_map_unbiased_at_depth_one(method):
+@pytest.mark.parametrize("method, powers", [(m, "chain") for m in F.METHODS]
+                         + [("sketch", "tree")])
+def test_feature_map_unbiased_at_depth_one(method, powers):
     """Mean of phi(x) phi(y)^T over independent keys = the kernel within Monte Carlo error.
 
     At depth 1 every estimator is exactly unbiased (for the sketch: for the polynomial NTK).
@@ -81,7 +82,8 @@ def test_feature_map_unbiased_at_depth_one(method):
     reps = 40
     ests = []
     for key in jax.random.split(jax.random.key(11), reps):
-        phi = np.asarray(F.feature_map(key, method, 6, 1, 64)(x), dtype=np.float64)
+        phi = np.asarray(F.feature_map(key, method, 6, 1, 64, powers=powers)(x),
+                         dtype=np.float64)
         ests.append(phi @ phi.T)
     ests = np.stack(ests)
     mean, se = ests.mean(0), ests.std(0, ddof=1) / np.sqrt(reps)
@@ -105,8 +107,74 @@ def test_feature_map_error_decreases_with_dim(method):
         errs[dim] = np.mean(e)
     # m^-1/2 predicts a factor 4 between the two dims; ask for at least 2.
     assert errs[2048] < errs[128] / 2, errs
-    # the sketch's chain of TensorSRHTs is noisier at depth 3 than the random features
+    # the sketch's TensorSRHTs make it noisier at depth 3 than the random features
     assert errs[2048] < (0.35 if method == "sketch" else 0.2), errs
+
+
+def _power_estimates(powers, degree, dim, reps, x, seed=0):
+    """<z_j(x_a), z_j(x_b)> for every power j and pair (a, b) of rows of x, over reps keys."""
+    draw = F._chain_params if powers == "chain" else F._tree_params
+
+    def one(key):
+        p = draw(key, x.shape[1], dim, degree)
+        zs = (F._chain_powers(p, x) if powers == "chain" else F._tree_powers(p, x, degree))
+        return jnp.stack([z @ z.T for z in zs])  # (degree, n, n)
+
+    keys = jax.random.split(jax.random.key(seed), reps)
+    return np.asarray(jax.jit(jax.vmap(one))(keys), dtype=np.float64)
+
+
+@pytest.mark.parametrize("powers", F.SKETCH_POWERS)
+@pytest.mark.parametrize("degree", [5, 8])
+def test_sketched_tensor_powers_unbiased(powers, degree):
+    """Every sketched power estimates <x, y>^j without bias (degree 5 pads the PolySketch tree
+    with e_1 leaves), and its variance falls like 1/m."""
+    x = _inputs(3, 16, seed=5).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    target = (x.astype(np.float64) @ x.T.astype(np.float64))[None] ** np.arange(
+        1, degree + 1)[:, None, None]
+    reps = 300
+    est = _power_estimates(powers, degree, 64, reps, x)
+    mean, se = est.mean(0), est.std(0, ddof=1) / np.sqrt(reps)
+    np.testing.assert_allclose(mean[0], target[0], rtol=1e-5, atol=1e-6)  # z_1 = x exactly
+    z = np.abs(mean[1:] - target[1:]) / se[1:]
+    assert np.max(z) < 5.0, f"max z-score {np.max(z):.2f}"
+    sd_small = est[:, -1].std(0, ddof=1)
+    sd_big = _power_estimates(powers, degree, 256, reps, x, seed=1)[:, -1].std(0, ddof=1)
+    ratio = np.median(sd_small / sd_big)  # 1/sqrt(m) predicts 2
+    assert 1.6 < ratio < 2.5, ratio
+
+
+def test_polysketch_tree_against_chain():
+    """What ntk_sketch's docstring states, measured at degree 8, m = 256, 400 keys: the chain
+    and the PolySketch tree estimate the top power t^8 about equally well, and the tree is
+    noisier for t^2 (three TensorSRHT levels, two of them on e_1 leaves, against one)."""
+    x = _inputs(2, 32, seed=0).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sd = {pw: _power_estimates(pw, 8, 256, 400, x)[:, :, 0, 1].std(0, ddof=1)
+          for pw in F.SKETCH_POWERS}
+    top = sd["tree"][-1] / sd["chain"][-1]
+    low = sd["tree"][1] / sd["chain"][1]
+    # the s.d. estimates from 400 draws are good to ~4% each
+    assert 0.8 < top < 1.25, top
+    assert low > 1.25, low
+
+
+def test_polysketch_tree_shares_subtrees(monkeypatch):
+    """Subtrees are computed once for every number of x leaves they hold: at degree 8 the
+    tree computes 21 TensorSRHTs (7 all-x nodes, 14 partly-x ones), against 7 x 7 = 49 for
+    seven separate trees."""
+    calls = []
+    real = F._tensor_srht
+    monkeypatch.setattr(F, "_tensor_srht", lambda p, a, b: calls.append(1) or real(p, a, b))
+    x = jnp.asarray(_inputs(2, 8).astype(np.float32))
+    p = F._tree_params(jax.random.key(0), 8, 16, 8)
+    assert [len(level) for level in p] == [4, 2, 1]
+    zs = F._tree_powers(p, x, 8)
+    assert len(zs) == 8 and zs[0] is x and all(z.shape == (2, 16) for z in zs[1:])
+    # (level, node, x leaves): level 3: (0, 2..8); level 2: (0, 2..4), (1, 1..4);
+    # level 1: (0, 2), (1, 1..2), (2, 1..2), (3, 1..2)
+    assert len(calls) == 7 + 7 + 7, len(calls)
 
 
 def test_determinism_batching_and_zero_input():
@@ -192,6 +260,8 @@ def test_measure():
     (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, degree=0), "degree"),
     (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, degree=99), "degree"),
     (lambda: F.feature_map(jax.random.key(0), "sketch", 0, 1, 16), "in_dim"),
+    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, powers="star"),
+     "powers must be one of"),
     (lambda: F.ntk_random_features(jax.random.key(0), 4, 1, 16, orthogonal=True,
                                    block_size=0), "block_size"),
     (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones((3, 5))),
