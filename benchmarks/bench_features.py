@@ -13,8 +13,11 @@ records test accuracy, the chosen ridge, wall time, CPU time (user + sys of this
 threads) and the peak resident memory above the start of the call (``features.measure``, the
 one timing mechanism shared with chapter 8), after untimed warm-up calls that compile
 everything (the feature maps once, at a small N; ``kernel_fn`` at every N, since it compiles
-per input shape). For ``m > N`` the feature ridge solve runs in the dual (``ridge_select``). The machine load (``os.getloadavg``)
-is recorded with every entry, since on a shared machine wall times are inflated.
+per input shape). For ``m > N`` the feature ridge solve runs in the dual (``ridge_select``).
+The NTK sketch runs twice, with its tensor powers built by the chain (method ``"sketch"``) and by
+the paper's PolySketch tree (``"sketch_tree"``, ``powers="tree"``). The machine load
+(``os.getloadavg``) is recorded with every entry, since on a shared machine wall times are
+inflated.
 
 Writes ``benchmarks/results/features_<device>.json`` with the configuration, date, device,
 package versions and the results.
@@ -53,6 +56,11 @@ def _parse(argv):
     return args
 
 
+def _ratio(a: float, b: float) -> float | None:
+    """a / b rounded, or None where b was too short to measure (CPU time has 10 ms ticks)."""
+    return round(a / b, 3) if b > 0 else None
+
+
 def main(argv=None) -> dict:
     args = _parse(argv)
     import jax
@@ -87,10 +95,14 @@ def main(argv=None) -> dict:
             return acc, fit.ridge
         return F.measure(go)
 
-    def feats(method, m, n):
+    # every feature method; the sketch also with the PolySketch tree
+    variants = {k: (k, "chain") for k in F.METHODS} | {"sketch_tree": ("sketch", "tree")}
+
+    def feats(variant, m, n):
         x_tr, y_tr = pool.x[i_train[:n]], pool.y[i_train[:n]]
+        method, powers = variants[variant]
         fm = F.feature_map(jax.random.key(args.seed + 1), method, x_tr.shape[1], args.depth, m,
-                           degree=args.degree)
+                           degree=args.degree, powers=powers)
 
         def go():
             phi = np.asarray(fm(np.concatenate([x_tr, x_val, x_test])), dtype=np.float64)
@@ -101,9 +113,9 @@ def main(argv=None) -> dict:
 
     # warm-up (compilation) at a small size
     exact(50)
-    for method in F.METHODS:
+    for variant in variants:
         for m in args.dims:
-            feats(method, m, 50)
+            feats(variant, m, 50)
 
     results = []
 
@@ -118,9 +130,9 @@ def main(argv=None) -> dict:
     for n in args.sizes:
         if n <= args.exact_max_n:
             record("exact", None, n, exact(n))
-        for method in F.METHODS:
+        for variant in variants:
             for m in args.dims:
-                record(method, m, n, feats(method, m, n))
+                record(variant, m, n, feats(variant, m, n))
 
     import psutil
 
@@ -131,12 +143,12 @@ def main(argv=None) -> dict:
     if ex:
         n_both = max(r["N"] for r in ex)
         e = [r for r in ex if r["N"] == n_both][0]
-        for method, m in ((k, m) for m in args.dims for k in F.METHODS):
+        for method, m in ((k, m) for m in args.dims for k in variants):
             f = [r for r in results if r["method"] == method and r["N"] == n_both
                  and r["m"] == m][0]
             summary[f"{method} vs exact at N={n_both}, m={f['m']}"] = {
-                "cpu_speedup": round(e["cpu_s"] / f["cpu_s"], 3),
-                "wall_speedup": round(e["wall_s"] / f["wall_s"], 3),
+                "cpu_speedup": _ratio(e["cpu_s"], f["cpu_s"]),
+                "wall_speedup": _ratio(e["wall_s"], f["wall_s"]),
                 "memory_ratio": round(e["peak_mem_mb"] / max(f["peak_mem_mb"], 1.0), 3),
                 "accuracy_gap_points": round(100 * (e["test_accuracy"] - f["test_accuracy"]), 2)}
         for m in args.dims:
@@ -145,6 +157,11 @@ def main(argv=None) -> dict:
                             if f["method"] != "exact" and f["N"] == r["N"] and f["m"] == m)]
             summary[f"crossover N, m={m} (all methods use less CPU than exact)"] = (
                 min(cross) if cross else "not reached")
+    for m in args.dims:  # the PolySketch tree's cost relative to the chain, same map size
+        summary[f"sketch_tree / sketch CPU time, m={m}, by N"] = {
+            str(r["N"]): _ratio(t["cpu_s"], r["cpu_s"])
+            for r in results if r["method"] == "sketch" and r["m"] == m
+            for t in results if t["method"] == "sketch_tree" and t["m"] == m and t["N"] == r["N"]}
     out = {
         "title": "NTK feature maps vs exact NTK regression (MNIST-1D, CPU time and memory vs N)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

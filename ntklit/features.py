@@ -355,6 +355,8 @@ class FeatureMap:
       dim: output feature dimension ``m``.
       degree: polynomial degree (``"sketch"`` only, else ``None``).
       params: the random parameters (a pytree of arrays).
+      powers: how the sketch builds tensor powers, ``"chain"`` or ``"tree"`` (``"sketch"``
+        only, else ``None``).
 
     Calling ``fmap(x, batch_size=...)`` on ``x`` of shape ``(N, in_dim)`` returns features of
     shape ``(N, dim)`` with :math:`\\phi(x)^\\top\\phi(y) \\approx` :func:`relu_ntk`, computed
@@ -370,6 +372,7 @@ class FeatureMap:
     degree: int | None
     params: Any = field(repr=False)
     _apply: Callable = field(repr=False, compare=False)
+    powers: str | None = None
 
     def __call__(self, x: Any, batch_size: int = 2048) -> jnp.ndarray:
         x = _check_inputs(x, self.in_dim)
@@ -559,14 +562,14 @@ def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
     only polynomially in :math:`q`. ``powers="chain"`` (the default) composes
     :math:`z_j = \\mathrm{TSRHT}(z_{j-1} \\otimes \\phi_{h-1})`, whose bound grows exponentially
     in :math:`q`. Both are unbiased. Measured at degree 8 (``tests/test_features.py`` and
-    chapter 8), the chain is *not* the noisier one: the two estimate the top power
-    :math:`t^q` equally well, and the tree is noisier for the low powers, which carry most of
-    the polynomial's weight, because every power passes through all :math:`\\log_2 p` levels
-    and the :math:`e_1` leaves add SRHT resampling noise without information; on the NTK itself
-    the two are equally accurate within Monte Carlo error. The tree computes 21 TensorSRHTs per
-    layer at degree 8 against the chain's 7, but the SRHTs of the concatenated powers dominate
-    the cost, so the two maps take about the same time.
-    Cost per input :math:`O(L\\,q\\,m \\log(q m))` (chain).
+    chapter 8), the chain is *not* the noisier one. The two estimate the top power :math:`t^q`
+    equally well, and the tree is noisier for the low powers (standard deviation 1.6-1.9 times
+    the chain's for :math:`t^2`), because every power passes through all :math:`\\log_2 p`
+    levels and the :math:`e_1` leaves add SRHT resampling noise without information. On the NTK,
+    where the SRHTs :math:`S, S'` and the product sketch add noise of their own, the two are
+    equally accurate within Monte Carlo error. The tree computes 21 TensorSRHTs per layer at
+    degree 8 against the chain's 7, but the SRHTs of the concatenated powers dominate the cost,
+    so the two maps take about the same time, :math:`O(L\\,q\\,m \\log(q m))` per input.
 
     Args:
       key: a JAX PRNG key; the map is a deterministic function of it.
@@ -606,7 +609,7 @@ def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
         prev_phi, prev_psi = m1, dim
     apply = functools.partial(_sketch_apply, c0=tuple(map(float, c0)),
                               c1=tuple(map(float, c1)), powers=powers)
-    return FeatureMap("sketch", in_dim, depth, dim, degree, layers, apply)
+    return FeatureMap("sketch", in_dim, depth, dim, degree, layers, apply, powers)
 
 
 @functools.partial(jax.jit, static_argnames=("c0", "c1", "powers"))
