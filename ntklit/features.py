@@ -379,7 +379,7 @@ class FeatureMap:
         batch_size = _validate.integer("batch_size", batch_size, 1)
         n = x.shape[0]
         if n <= batch_size:  # pad to a power of two: one compilation serves many sizes
-            rows = min(batch_size, _next_pow2(max(n, 1)))
+            rows = _batch_rows(n, batch_size)
             return self._apply(self.params, _pad(x.T, rows).T)[:n]
         outs = []
         for start in range(0, n, batch_size):
@@ -389,6 +389,27 @@ class FeatureMap:
                 chunk = _pad(chunk.T, batch_size).T
             outs.append(self._apply(self.params, chunk)[:rows])
         return jnp.concatenate(outs, axis=0)
+
+    def compile(self, n: int, batch_size: int = 2048, dtype: Any = jnp.float32) -> None:
+        """Compile (and run once, on zeros) the program that a call on ``n`` rows of ``dtype``
+        uses, so that a timed call measures the computation only; costs one batch, not ``n``
+        rows.
+
+        Args:
+          n: number of input rows of the call to prepare, >= 1.
+          batch_size: the ``batch_size`` of that call.
+          dtype: the floating dtype of its inputs.
+        """
+        n = _validate.integer("n", n, 1)
+        batch_size = _validate.integer("batch_size", batch_size, 1)
+        x = jnp.zeros((_batch_rows(n, batch_size), self.in_dim), dtype)
+        jax.block_until_ready(self._apply(self.params, x))
+
+
+def _batch_rows(n: int, batch_size: int) -> int:
+    """Rows of the compiled batch for a call on n rows: batch_size, or for n <= batch_size the
+    next power of two (so one compilation serves many small sizes)."""
+    return min(batch_size, _next_pow2(max(n, 1)))
 
 
 def _split_dim(dim: int) -> tuple[int, int]:

@@ -281,3 +281,19 @@ def test_measure():
 def test_bad_arguments_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("n, batch_size", [(3000, 1024), (300, 1024), (7, 2048)])
+def test_compile_prepares_exactly_the_program_a_call_uses(n, batch_size):
+    """After FeatureMap.compile(n), a call on n rows compiles nothing new (jit cache size)."""
+    fm = F.feature_map(jax.random.key(0), "random_features", 5, 1, 24 + n % 7)
+    fm.compile(n, batch_size=batch_size)
+    compiled = F._rf_apply._cache_size()
+    x = np.random.default_rng(0).normal(size=(n, 5)).astype(np.float32)
+    out = fm(x, batch_size=batch_size)
+    assert out.shape == (n, fm.dim)
+    assert F._rf_apply._cache_size() == compiled
+    fm.compile(n + 1, batch_size=batch_size, dtype=jnp.float64)  # another dtype: new program
+    assert F._rf_apply._cache_size() == compiled + 1
+    with pytest.raises(ValueError, match="n must be"):
+        fm.compile(0)
