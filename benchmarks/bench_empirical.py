@@ -278,6 +278,20 @@ def _base(spec):
             "inputs": spec["n"], "method": spec["method"]}
 
 
+def _max_rel_diffs(recs: dict, ref: str, npy) -> None:
+    """Set ``max_rel_diff`` (max |K - K_ref| / max |K_ref|) on every successful record of
+    ``recs`` (method -> record), from the kernels each run saved at ``npy(method)``."""
+    import numpy as np
+
+    if recs[ref].get("status") != "ok":
+        return
+    k_ref = np.load(npy(ref))
+    for m, rec in recs.items():
+        if rec.get("status") == "ok":
+            k = np.load(npy(m))
+            rec["max_rel_diff"] = float(np.max(np.abs(k - k_ref)) / np.max(np.abs(k_ref)))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
@@ -340,13 +354,7 @@ def main(argv=None):
                 rec = _run_worker(spec, args.timeout)
             rec["est_gflop"] = round(est, 1)
             recs[m] = rec
-        ref = recs[ref_method]
-        if ref.get("status") == "ok":
-            Kref = np.load(tmp / f"{kind}_{depth}_{width}_{n}_{ref_method}.npy")
-            for m, rec in recs.items():
-                if rec.get("status") == "ok":
-                    K = np.load(tmp / f"{kind}_{depth}_{width}_{n}_{m}.npy")
-                    rec["max_rel_diff"] = float(np.max(np.abs(K - Kref)) / np.max(np.abs(Kref)))
+        _max_rel_diffs(recs, ref_method, lambda m: tmp / f"{kind}_{depth}_{width}_{n}_{m}.npy")
         for rec in recs.values():
             results.append(rec)
             print("   ", {k: rec.get(k) for k in ("method", "status", "run_s", "max_rel_diff",
@@ -397,12 +405,11 @@ def main(argv=None):
                 ens[m] = _run_worker(spec, args.timeout)
                 ens[m].update(init=init, input_dim=d_in, samples=S, label=label)
             ours = ens["ensemble"]
+            _max_rel_diffs(ens, "ensemble",
+                           lambda m: tmp / f"ens_{depth}_{width}_{n}_{init}_{m}.npy")
             if ours.get("status") == "ok":
-                Kv = np.load(tmp / f"ens_{depth}_{width}_{n}_{init}_ensemble.npy")
-                for m, rec in ens.items():
+                for rec in ens.values():
                     if rec.get("status") == "ok":
-                        K = np.load(tmp / f"ens_{depth}_{width}_{n}_{init}_{m}.npy")
-                        rec["max_rel_diff"] = float(np.max(np.abs(K - Kv)) / np.max(np.abs(Kv)))
                         rec["ratio_to_ensemble"] = rec["run_s"] / ours["run_s"]
                 init_share = ours["init_s"] / ours["run_s"]
                 kern_share = ours["kernel_s"] / ours["run_s"]
