@@ -7,7 +7,9 @@ Commands:
   build                     build the HTML from the executed chapters into _build/html
   all [CHAPTER ...]         run chapters (every one by default), then build; prints index.html
 
-Options of run/all: --profile quick|full|auto (auto: full when JAX sees a GPU),
+Options of run/all: --profile quick|shape|full|auto (auto: full when JAX sees a GPU; shape:
+the full profile's shapes with reduced counts; full and shape runs without -p write their
+verification record to book/verified/),
 -p name=value (repeatable; the value is a Python literal), --force (ignore the cache),
 --fail-fast, --log-output (stream the notebooks' output), --build-dir DIR.
 """
@@ -68,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             (ch,) = runner.select(root, [args.chapter])
             params = runner.read_parameters(ch.path)
             full = runner.load_profile(ch, "full")
+            shape = dict(runner._profile_file(ch).get("shape") or {})
             print(f"chapter {ch.name}: {len(params)} parameters")
             for prm in params.values():
                 extra = f"   [full: {full[prm.name]!r}]" if prm.name in full else ""
+                extra += f"   [shape: {shape[prm.name]!r}]" if prm.name in shape else ""
                 print(f"  {prm.describe()}{extra}")
             return 0
         if args.command in ("run", "all"):

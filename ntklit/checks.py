@@ -4,16 +4,28 @@ A check cell asserts a claim of the chapter numerically. :func:`check` raises
 :class:`ClaimFailed` (an ``AssertionError``) with the measured values, so that a chapter that
 stops reproducing its claim fails the build loudly, and records every result so the chapter
 can display a summary table.
+
+When the runner executes a chapter it sets ``NTKLIT_CHECKS_FILE`` in the kernel's environment;
+every result is then also appended to that file as one JSON line, and :func:`summary` appends
+the kernel's peak memory (host RSS and, on an accelerator, the device's peak bytes in use), so
+that the runner's run and verification records list every check with its measured values and
+the memory the chapter needed, without parsing the notebook's outputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 __all__ = ["ClaimFailed", "CheckResult", "check", "results", "reset", "loglog_slope",
-           "summary"]
+           "summary", "peak_memory", "CHECKS_FILE_ENV"]
+
+#: Environment variable naming the JSON-lines file that receives every check (set by the runner).
+CHECKS_FILE_ENV = "NTKLIT_CHECKS_FILE"
 
 
 class ClaimFailed(AssertionError):
@@ -30,6 +42,37 @@ class CheckResult:
 _RESULTS: list[CheckResult] = []
 
 
+def _emit(entry: dict) -> None:
+    """Append one JSON line to ``$NTKLIT_CHECKS_FILE`` (nothing when it is unset)."""
+    path = os.environ.get(CHECKS_FILE_ENV)
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+
+
+def peak_memory() -> dict[str, int | None]:
+    """This process's peak host RSS and the accelerator's peak bytes in use.
+
+    Returns:
+      ``{"rss_bytes": int, "device_bytes": int | None}``; ``device_bytes`` is the largest
+      ``peak_bytes_in_use`` over JAX's devices, ``None`` on a CPU (or without JAX loaded).
+    """
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    device = None
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        try:
+            stats = [d.memory_stats() or {} for d in jax.devices() if d.platform != "cpu"]
+            peaks = [s["peak_bytes_in_use"] for s in stats if "peak_bytes_in_use" in s]
+            device = max(peaks) if peaks else None
+        except Exception:  # pragma: no cover - backend without memory statistics
+            device = None
+    return {"rss_bytes": int(rss), "device_bytes": device}
+
+
 def check(claim: str, passed: bool, detail: str = "") -> CheckResult:
     """Record a claim and raise :class:`ClaimFailed` if it does not hold.
 
@@ -38,8 +81,9 @@ def check(claim: str, passed: bool, detail: str = "") -> CheckResult:
       passed: whether it holds in this run.
       detail: the measured values, shown in the table and in the error.
     """
-    res = CheckResult(claim, bool(passed), detail)
+    res = CheckResult(claim, bool(passed), str(detail))
     _RESULTS.append(res)
+    _emit({"kind": "check", **asdict(res)})
     if not res.passed:
         raise ClaimFailed(f"claim failed: {claim} ({detail})")
     return res
@@ -56,7 +100,11 @@ def reset() -> None:
 
 
 def summary() -> str:
-    """A Markdown table of the recorded checks (for ``IPython.display.Markdown``)."""
+    """A Markdown table of the recorded checks (for ``IPython.display.Markdown``).
+
+    Under the runner it also records the chapter's peak memory (:func:`peak_memory`).
+    """
+    _emit({"kind": "memory", **peak_memory()})
     rows = ["| claim | measured | result |", "|---|---|---|"]
     for r in _RESULTS:
         rows.append(f"| {r.claim} | {r.detail} | {'pass' if r.passed else 'FAIL'} |")

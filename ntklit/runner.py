@@ -5,11 +5,18 @@ The runner is the single way chapters execute for the build (DESIGN.md section 3
 * a chapter is a notebook listed in ``_toc.yml`` with exactly one cell tagged ``parameters``
   made of annotated literals (``widths: list[int] = [8, 64]  # hidden widths``);
 * its defaults are the **quick** profile; ``book/profiles/<chapter>.yaml`` holds the **full**
-  profile; ``auto`` picks full when JAX sees a GPU, quick otherwise;
+  profile (paper scale) and the **shape** profile (the full profile's shapes with its counts,
+  listed under ``shape:``, reduced: what depends on size fails in minutes on a CPU); ``auto``
+  picks full when JAX sees a GPU, quick otherwise;
 * ``-p name=value`` overrides are validated against the parameters cell (name and type) for
   every selected chapter *before* anything runs;
 * executed copies go to ``_build/executed``, run records to ``_build/records``, the HTML to
-  ``_build/html``; nothing under version control is modified;
+  ``_build/html``; a full or shape run of a profile as it stands (no ``-p``) also writes its
+  verification record to ``book/verified/<chapter>.<profile>.json`` (committed: the book's
+  paper-scale status); nothing else under version control is modified;
+* every run record holds each check's claim, measured values and result (``ntklit.checks``
+  reports them through ``NTKLIT_CHECKS_FILE``) and the peak memory of the runner and kernel
+  processes (host RSS, sampled, and the kernel's own peak) and of the accelerator;
 * a chapter whose notebook, parameters and ``ntklit`` source are unchanged since its last
   successful run is skipped;
 * a failing chapter names the chapter, the cell and the error, exits non-zero, keeps its
@@ -33,17 +40,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import checks as _checks
+
 __all__ = ["ALLOWED_TYPES", "PROFILES", "GENERATED_PAGES", "Param", "Chapter", "RunnerError",
            "ParameterError", "ChapterFailed", "find_root",
            "chapters", "select", "read_parameters", "parse_overrides", "resolve_parameters",
            "load_profile", "detect_profile", "run_chapters", "build_html", "RunRecord",
            "BuildPaths", "performance_page", "reproducibility_page", "package_versions",
-           "device_description", "cache_key"]
+           "device_description", "cache_key", "RECORDED_PROFILES", "VERIFIED_SCHEMA",
+           "verification_path", "load_verification", "verification_state", "status_table"]
 
 #: Annotations allowed in a chapter's parameters cell.
 ALLOWED_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
 #: Profiles the runner accepts (``auto``: ``full`` when JAX sees a GPU, else ``quick``).
-PROFILES = ("quick", "full", "auto")
+PROFILES = ("quick", "shape", "full", "auto")
+#: Profiles whose runs write a committed verification record (``book/verified/``).
+RECORDED_PROFILES = ("full", "shape")
 
 
 class RunnerError(Exception):
@@ -120,6 +132,11 @@ class BuildPaths:
     @property
     def html(self) -> Path:
         return self.build / "html"
+
+    @property
+    def verified(self) -> Path:
+        """Committed verification records of full and shape runs (``book/verified``)."""
+        return self.root / "book" / "verified"
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -307,20 +324,55 @@ def detect_profile() -> str:
 def load_profile(chapter: Chapter, profile: str) -> dict[str, Any]:
     """The parameter values of ``profile`` for ``chapter`` (``{}`` for quick: the defaults).
 
+    The shape profile is the full profile with the values of the profile file's ``shape:``
+    section on top: the full profile's counts (seeds, networks, samples, steps), reduced;
+    every shape (width, depth, N, m, image size) keeps its full-profile value.
+
     Args:
-      chapter: the chapter; its full profile is ``book/profiles/<name>.yaml``.
-      profile: ``"quick"`` or ``"full"``.
+      chapter: the chapter; its profiles are in ``book/profiles/<name>.yaml``.
+      profile: ``"quick"``, ``"shape"`` or ``"full"``.
+
+    Raises:
+      RunnerError: an unknown profile, or ``"shape"`` for a chapter whose profile file has no
+        ``shape:`` section.
     """
-    if profile not in ("quick", "full"):
-        raise RunnerError(f"profile must be one of quick, full (or auto), got {profile!r}")
+    if profile not in ("quick", "shape", "full"):
+        raise RunnerError(f"profile must be one of quick, shape, full (or auto), got {profile!r}")
     if profile == "quick":
         return {}
-    return dict(_profile_file(chapter).get(profile) or {})
+    data = _profile_file(chapter)
+    values = dict(data.get("full") or {})
+    if profile == "shape":
+        if not data.get("shape"):
+            raise RunnerError(f"chapter {chapter.name} has no shape profile: add a 'shape:' "
+                              f"section (the full profile's counts, reduced) to "
+                              f"{chapter.profile_file}")
+        values.update(data["shape"])
+    return values
 
 
-#: Keys of a profile file: the two profiles and ``gpu``, a sentence saying that (and why) the
-#: full profile needs a GPU, shown on the chapter's page (see :func:`profile_note`).
-PROFILE_FILE_KEYS = ("quick", "full", "gpu")
+def _check_shape_counts(chapter: Chapter, params: dict[str, "Param"],
+                        full: dict[str, Any], shape: dict[str, Any]) -> None:
+    """A shape profile may only reduce counts: every ``shape:`` value is a number at most its
+    full-profile value, or a list no longer than it."""
+    for name, value in shape.items():
+        if name not in params:
+            continue  # reported as an unknown parameter by resolve_parameters
+        ref = full.get(name, params[name].default)
+        ptype = params[name].type
+        ok = (ptype in ("int", "float") and _type_ok(ptype, value) and value <= ref) or (
+            ptype.startswith("list[") and isinstance(value, list) and len(value) <= len(ref))
+        if not ok:
+            raise ParameterError(
+                f"{chapter.profile_file}: shape value {name}={value!r} is not a reduced count: "
+                f"shape entries must be counts (int or float at most the full value, or a "
+                f"list no longer than it); full value {ref!r}")
+
+
+#: Keys of a profile file: the profiles (``full``, ``shape``: reduced counts of the full
+#: profile) and ``gpu``, a sentence saying that (and why) the full profile needs a GPU, shown
+#: on the chapter's page (see :func:`profile_note`).
+PROFILE_FILE_KEYS = ("quick", "full", "shape", "gpu")
 
 
 def _profile_file(chapter: Chapter) -> dict[str, Any]:
@@ -355,11 +407,31 @@ def profile_note(chapter: Chapter, record: "RunRecord | None") -> str:
     how = ("This page was computed with the **{p}** profile on {d} in {t:.0f} s".format(
         p=record.profile, d=record.device, t=record.seconds) if record is not None
         else "This page's run record is missing")
+    full = _verifications(find_root(chapter.path.parent), chapter).get("full")
+    state = verification_state(chapter, full) if full is not None else None
+    if state == "verified":
+        status = (f"Verified at paper scale: the full profile passed all "
+                  f"{full['checks_total']} checks on {full['device']} on "
+                  f"{full['finished'][:10]} in {full['seconds']:.0f} s (peak memory "
+                  f"{_fmt_mb(full['peak_rss_mb'])}"
+                  + (f", device {_fmt_mb(full['device_peak_mb'])}"
+                     if full["device_peak_mb"] is not None else "") + ").")
+    elif state == "stale":
+        status = (f"Not yet run at paper scale with the current parameters (the last full "
+                  f"run, {full['finished'][:10]}, used a profile that has changed since).")
+    elif state == "failed":
+        status = (f"Not reproduced at paper scale: the last full run ({full['finished'][:10]}, "
+                  f"{full['device']}) failed.")
+    else:
+        status = "Not yet run at paper scale."
+    cmd = f"`python -m ntklit run {chapter.name} --profile full`"
+    if gpu and state != "verified":
+        tail = f"The full profile runs with {cmd} and needs a GPU: {' '.join(gpu.split())}"
+    else:
+        tail = f"The full profile runs with {cmd}."
     lines = [f":::{{admonition}} {'GPU' if gpu else 'Profile'}",
              f":class: {'warning' if gpu else 'note'}",
-             f"{how} (parameters and versions: {{doc}}`reproducibility`). "
-             f"The full profile runs with `python -m ntklit run {chapter.name} --profile full`"
-             f"{'.' if not gpu else ' and needs a GPU: ' + ' '.join(gpu.split())}",
+             f"{how} (parameters and versions: {{doc}}`reproducibility`). {status} {tail}",
              ":::"]
     return "\n".join(lines)
 
@@ -370,7 +442,7 @@ def resolve_parameters(chapter: Chapter, profile: str,
 
     Args:
       chapter: the chapter.
-      profile: ``"quick"`` or ``"full"``.
+      profile: ``"quick"``, ``"shape"`` or ``"full"``.
       overrides: ``-p`` values by name.
 
     Returns:
@@ -380,6 +452,10 @@ def resolve_parameters(chapter: Chapter, profile: str,
       ParameterError: an unknown name or a wrong type, with the chapter's parameter list.
     """
     params = read_parameters(chapter.path)
+    if profile == "shape":
+        data = _profile_file(chapter)
+        _check_shape_counts(chapter, params, dict(data.get("full") or {}),
+                            dict(data.get("shape") or {}))
     resolved: dict[str, Any] = {}
     for source, values in (("profile " + profile, load_profile(chapter, profile)),
                            ("-p", overrides)):
@@ -418,16 +494,235 @@ class RunRecord:
     seconds: float
     cache_key: str
     error: dict[str, Any] | None = None
+    #: peak RSS of the runner and kernel processes together (sampled), in MB
+    peak_rss_mb: float | None = None
+    #: the kernel's own peak RSS (``getrusage``, reported by ``checks.summary``), in MB
+    kernel_peak_rss_mb: float | None = None
+    #: the accelerator's peak memory in use (``None`` on a CPU), in MB
+    device_peak_mb: float | None = None
+    #: every check of the run: ``{"claim", "passed", "detail"}``
+    checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2, default=str))
-        tmp.replace(path)
+        _write_json(path, dataclasses.asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> "RunRecord":
-        return cls(**json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def peak_mb(self) -> float | None:
+        """The largest host memory measured for the run (sampled tree or kernel's own)."""
+        vals = [v for v in (self.peak_rss_mb, self.kernel_peak_rss_mb) if v is not None]
+        return max(vals) if vals else None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a temporary file moved into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+class _PeakRSS:
+    """Samples the summed RSS of this process and all its descendants (the kernel) in a
+    background thread; ``peak`` is the largest sum seen, in bytes."""
+
+    def __init__(self, interval: float = 0.2):
+        import threading
+
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        self.peak = max(self.peak, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "_PeakRSS":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _read_checks_file(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The checks and the last memory report written by ``ntklit.checks`` in a kernel."""
+    checks: list[dict[str, Any]] = []
+    memory: dict[str, Any] = {}
+    if not path.is_file():
+        return checks, memory
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        kind = entry.pop("kind", None)
+        if kind == "check":
+            checks.append(entry)
+        elif kind == "memory":
+            memory = entry
+    return checks, memory
+
+
+def _mb(nbytes: int | None) -> float | None:
+    return None if nbytes is None else round(nbytes / 2**20, 1)
+
+
+# ------------------------------------------------------------------------------------------
+# Verification records (book/verified): the book's paper-scale status
+# ------------------------------------------------------------------------------------------
+
+#: Schema version of the verification records.
+VERIFIED_SCHEMA = 1
+_VERIFIED_FIELDS = {"schema": int, "chapter": str, "title": str, "profile": str, "status": str,
+                    "parameters": dict, "device": str, "versions": dict, "started": str,
+                    "finished": str, "seconds": (int, float), "peak_rss_mb": (int, float),
+                    "device_peak_mb": (int, float, type(None)), "checks": list,
+                    "checks_passed": int, "checks_total": int, "error": (dict, type(None)),
+                    "notebook_sha256": str}
+
+
+def verification_path(root: Path, chapter: Chapter, profile: str) -> Path:
+    """``book/verified/<chapter>.<profile>.json`` for ``profile`` in :data:`RECORDED_PROFILES`."""
+    if profile not in RECORDED_PROFILES:
+        raise RunnerError(f"profile must be one of {', '.join(RECORDED_PROFILES)} for a "
+                          f"verification record, got {profile!r}")
+    return BuildPaths.default(root).verified / f"{chapter.name}.{profile}.json"
+
+
+def _verification_record(ch: Chapter, rec: RunRecord) -> dict[str, Any]:
+    passed = sum(bool(c.get("passed")) for c in rec.checks)
+    return {"schema": VERIFIED_SCHEMA, "chapter": ch.name, "title": rec.title,
+            "profile": rec.profile, "status": rec.status, "parameters": rec.parameters,
+            "device": rec.device, "versions": rec.versions, "started": rec.started,
+            "finished": rec.finished, "seconds": rec.seconds,
+            "peak_rss_mb": rec.peak_mb if rec.peak_mb is not None else 0.0,
+            "device_peak_mb": rec.device_peak_mb, "checks": rec.checks,
+            "checks_passed": passed, "checks_total": len(rec.checks),
+            "error": ({k: rec.error.get(k) for k in ("type", "ename", "evalue", "cell")
+                       if rec.error.get(k) is not None} if rec.error else None),
+            "notebook_sha256": _nb_hash(ch.path)}
+
+
+def load_verification(path: Path) -> dict[str, Any]:
+    """Read and check a verification record.
+
+    Raises:
+      RunnerError: the file is not JSON or does not follow the schema (the message names the
+        field and the type it must have).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunnerError(f"{path}: not a readable JSON verification record ({e})") from e
+    if not isinstance(data, dict):
+        raise RunnerError(f"{path}: a verification record is a JSON object")
+    for name, types in _VERIFIED_FIELDS.items():
+        if name not in data:
+            raise RunnerError(f"{path}: verification record lacks the field {name!r}")
+        if not isinstance(data[name], types) or (types is int and isinstance(data[name], bool)):
+            raise RunnerError(f"{path}: field {name!r} must be of type "
+                              f"{getattr(types, '__name__', types)}, got {data[name]!r}")
+    if data["schema"] != VERIFIED_SCHEMA:
+        raise RunnerError(f"{path}: schema {data['schema']} (this runner reads "
+                          f"{VERIFIED_SCHEMA})")
+    if data["profile"] not in RECORDED_PROFILES or data["status"] not in ("ok", "failed"):
+        raise RunnerError(f"{path}: profile must be one of {', '.join(RECORDED_PROFILES)} and "
+                          f"status ok or failed, got {data['profile']!r}, {data['status']!r}")
+    for c in data["checks"]:
+        if not (isinstance(c, dict) and isinstance(c.get("claim"), str)
+                and isinstance(c.get("passed"), bool) and isinstance(c.get("detail"), str)):
+            raise RunnerError(f"{path}: every check is {{claim: str, passed: bool, detail: "
+                              f"str}}, got {c!r}")
+    if data["checks_total"] != len(data["checks"]) or data["checks_passed"] != sum(
+            c["passed"] for c in data["checks"]):
+        raise RunnerError(f"{path}: checks_passed/checks_total do not match the checks")
+    return data
+
+
+def verification_state(chapter: Chapter, record: dict[str, Any]) -> str:
+    """``"verified"`` (passed, parameters equal the profile file's current values),
+    ``"stale"`` (the profile or the defaults changed since) or ``"failed"``."""
+    if record["status"] != "ok" or record["checks_passed"] != record["checks_total"]:
+        return "failed"
+    current = {n: p.default for n, p in read_parameters(chapter.path).items()}
+    current.update(resolve_parameters(chapter, record["profile"], {}))
+    return "verified" if current == record["parameters"] else "stale"
+
+
+def _verifications(root: Path, chapter: Chapter) -> dict[str, dict[str, Any]]:
+    out = {}
+    for prof in RECORDED_PROFILES:
+        path = verification_path(root, chapter, prof)
+        if path.is_file():
+            out[prof] = load_verification(path)
+    return out
+
+
+def _fmt_mb(mb: float | None) -> str:
+    if mb is None:
+        return "?"
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def _describe_verification(chapter: Chapter, rec: dict[str, Any] | None) -> str:
+    """One table cell: the state of a chapter's full or shape verification."""
+    if rec is None:
+        return "never run"
+    state = verification_state(chapter, rec)
+    mem = _fmt_mb(rec["peak_rss_mb"]) + (f", device {_fmt_mb(rec['device_peak_mb'])}"
+                                          if rec["device_peak_mb"] is not None else "")
+    what = (f"{rec['checks_passed']}/{rec['checks_total']} checks; {rec['device']}, "
+            f"{rec['finished'][:10]}, {rec['seconds']:.0f} s, peak {mem}")
+    if state == "verified":
+        return f"passed: {what}"
+    if state == "stale":
+        return f"stale (parameters changed since): {what}"
+    err = rec.get("error") or {}
+    why = f" ({err.get('ename', err.get('type', ''))} in code cell {err['cell']})" \
+        if err.get("cell") else ""
+    return f"FAILED{why}: {what}"
+
+
+def status_table(root: Path, paths: "BuildPaths") -> list[str]:
+    """Markdown lines of the paper-scale status table (QuantEcon's status page as a model):
+    per chapter, the run of this build and the last full-profile and shape verifications."""
+    lines = ["| chapter | this build | full profile (paper scale) | shape run (full shapes, "
+             "reduced counts) |", "|---|---|---|---|"]
+    for ch in chapters(root):
+        p = paths.records / f"{ch.name}.json"
+        r = RunRecord.load(p) if p.is_file() else None
+        build = (f"{r.status}: {r.profile}, {r.seconds:.0f} s, peak {_fmt_mb(r.peak_mb)}"
+                 if r is not None else "not run")
+        ver = _verifications(root, ch)
+        full = ver.get("full")
+        full_cell = (_describe_verification(ch, full) if full is not None
+                     else "never run at paper scale")
+        shape = ver.get("shape")
+        shape_cell = _describe_verification(ch, shape) if shape is not None else "never run"
+        lines.append(f"| [{_title(ch.path)}]({ch.name}.ipynb) | {build} | {full_cell} | "
+                     f"{shape_cell} |")
+    return lines
 
 
 def _ntklit_source_hash() -> str:
@@ -554,7 +849,7 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
     Args:
       root: repository root.
       names: chapters to run (see :func:`select`); empty for all.
-      profile: ``"quick"``, ``"full"`` or ``"auto"`` (full when JAX sees a GPU).
+      profile: ``"quick"``, ``"shape"``, ``"full"`` or ``"auto"`` (full when JAX sees a GPU).
       overrides: parameter values applied to every selected chapter.
       force: re-run chapters even when their inputs are unchanged.
       paths: output locations (default ``root/_build``).
@@ -567,7 +862,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
 
     All chapters and parameters are validated before the first one runs. A chapter whose
     cache key (notebook, resolved parameters, ``ntklit`` source) matches its last successful
-    run is skipped.
+    run is skipped. A full or shape run without ``overrides`` writes the chapter's
+    verification record (``book/verified/<chapter>.<profile>.json``), passed or failed.
 
     Raises:
       RunnerError / ParameterError: invalid selection or parameters (nothing ran).
@@ -613,25 +909,45 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
              + (f"; {', '.join(f'{k}={v!r}' for k, v in inject.items() if k != 'profile')}"
                 if len(inject) > 1 else "") + ") ...")
         tmp_nb = paths.failed / f"{ch.name}.running.ipynb"
+        checks_file = paths.failed / f"{ch.name}.checks.jsonl"
+        checks_file.unlink(missing_ok=True)
         started, t0 = _now(), time.perf_counter()
         status, error = "ok", None
+        env_before = os.environ.get(_checks.CHECKS_FILE_ENV)
+        os.environ[_checks.CHECKS_FILE_ENV] = str(checks_file)  # inherited by the kernel
         try:
-            pm.execute_notebook(str(ch.path), str(tmp_nb), parameters=inject,
-                                kernel_name="python3", progress_bar=progress,
-                                log_output=log_output, cwd=str(ch.path.parent),
-                                report_mode=False)
+            with _PeakRSS() as rss:
+                pm.execute_notebook(str(ch.path), str(tmp_nb), parameters=inject,
+                                    kernel_name="python3", progress_bar=progress,
+                                    log_output=log_output, cwd=str(ch.path.parent),
+                                    report_mode=False)
         except Exception as exc:  # papermill raises PapermillExecutionError and others
             status = "failed"
             error = _error_info(exc, tmp_nb)
+        finally:
+            if env_before is None:
+                os.environ.pop(_checks.CHECKS_FILE_ENV, None)
+            else:
+                os.environ[_checks.CHECKS_FILE_ENV] = env_before
         seconds = time.perf_counter() - t0
+        found, memory = _read_checks_file(checks_file)
+        checks_file.unlink(missing_ok=True)
         rec = RunRecord(chapter=ch.name, title=_title(ch.path), status=status, profile=prof,
                         parameters=all_params, overrides=inject, device=device,
                         versions=versions, started=started, finished=_now(),
-                        seconds=round(seconds, 2), cache_key=key, error=error)
+                        seconds=round(seconds, 2), cache_key=key, error=error,
+                        peak_rss_mb=_mb(rss.peak), kernel_peak_rss_mb=_mb(memory.get("rss_bytes")),
+                        device_peak_mb=_mb(memory.get("device_bytes")), checks=found)
+        if prof in RECORDED_PROFILES and not overrides:
+            vpath = verification_path(root, ch, prof)
+            _write_json(vpath, _verification_record(ch, rec))
+            _log(f"[{i}/{total}] {ch.name}: verification record {vpath.relative_to(root)}")
         if status == "ok":
             tmp_nb.replace(out_nb)
             rec.save(rec_path)
-            _log(f"[{i}/{total}] {ch.name}: ok in {seconds:.1f} s")
+            _log(f"[{i}/{total}] {ch.name}: ok in {seconds:.1f} s, "
+                 f"{sum(c['passed'] for c in found)}/{len(found)} checks passed, "
+                 f"peak memory {_fmt_mb(rec.peak_mb)}")
         else:
             failed_nb = paths.failed / f"{ch.name}.ipynb"
             if tmp_nb.exists():
@@ -674,21 +990,35 @@ def reproducibility_page(root: Path, paths: BuildPaths) -> str:
       paths: output locations; records are read from ``paths.records``.
     """
     lines = ["# Reproducibility", "",
-             "Generated by the runner from the run records of this build: for every chapter, "
-             "the profile, parameters, device, package versions, run time and status of the run "
-             "that produced the page.", ""]
+             "Generated by the runner from the run records of this build and the committed "
+             "verification records in `book/verified/`: for every chapter, whether it has been "
+             "run at paper scale, and the profile, parameters, device, package versions, run "
+             "time, memory and status of the run that produced the page.", "",
+             "## Status", "",
+             "A claim of the book counts as reproduced only where its chapter's **full** "
+             "profile (paper scale) has run to the end with every check passing. The **shape** "
+             "run executes the full profile's shapes (widths, depths, N, m, image sizes) with "
+             "reduced counts (seeds, networks, samples, steps) and check tolerances derived "
+             "from those counts, so what depends on size (precision, overflow, memory, compile "
+             "time) is tested on a CPU in minutes. A record whose parameters differ from the "
+             "chapter's current profile is shown as stale. Peak memory is the host RSS of the "
+             "runner and kernel processes (and the accelerator's peak, where there is one).",
+             "", *status_table(root, paths), ""]
     recs = []
     for ch in chapters(root):
         p = paths.records / f"{ch.name}.json"
         recs.append((ch, RunRecord.load(p) if p.is_file() else None))
-    lines += ["## Chapters", "", "| chapter | status | profile | device | run time | finished |",
-              "|---|---|---|---|---|---|"]
+    lines += ["## Chapters of this build", "",
+              "| chapter | status | profile | device | run time | peak memory | checks | "
+              "finished |", "|---|---|---|---|---|---|---|---|"]
     for ch, r in recs:
         if r is None:
-            lines.append(f"| {ch.name} | not run | | | | |")
+            lines.append(f"| {ch.name} | not run | | | | | | |")
         else:
+            passed = sum(bool(c.get("passed")) for c in r.checks)
             lines.append(f"| [{r.title}]({ch.name}.ipynb) | {r.status} | {r.profile} | "
-                         f"{r.device} | {r.seconds:.1f} s | {r.finished} |")
+                         f"{r.device} | {r.seconds:.1f} s | {_fmt_mb(r.peak_mb)} | "
+                         f"{passed}/{len(r.checks)} | {r.finished} |")
     total = sum(r.seconds for _, r in recs if r is not None)
     lines += ["", f"Total execution time: {total:.1f} s.", ""]
     for ch, r in recs:

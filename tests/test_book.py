@@ -72,6 +72,21 @@ def test_profiles_name_existing_parameters_with_right_types():
         assert (REPO / "book" / f"{f.stem}.ipynb").is_file(), f"{f.name} has no chapter"
 
 
+VERIFIED = sorted((REPO / "book" / "verified").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", VERIFIED, ids=lambda p: p.stem)
+def test_committed_verification_records_are_current(path):
+    """Every committed record follows the schema, names a chapter and a recorded profile, and
+    ran the chapter's current profile (same parameters): a record whose profile or defaults
+    changed since would be shown as stale, so it must be re-run (or removed) with the change."""
+    rec = runner.load_verification(path)
+    (ch,) = runner.select(REPO, [rec["chapter"]])
+    assert path.name == f"{ch.name}.{rec['profile']}.json"
+    assert runner.verification_state(ch, rec) != "stale", \
+        f"{path.name} is stale: re-run `python -m ntklit run {ch.name} --profile {rec['profile']}`"
+
+
 def test_toc_entries_exist():
     for doc in TOC_DOCS:
         assert any((REPO / f"{doc}{s}").is_file() for s in (".md", ".ipynb")), doc

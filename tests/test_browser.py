@@ -811,6 +811,37 @@ def test_download_button(built_html, book_url, doc):
     assert_no_problems(problems)
 
 
+def test_reproducibility_page_shows_paper_scale_status(built_html, context, book_url):
+    """The status table: one row per chapter, its full-profile cell saying what the committed
+    verification record says (passed with its check count, stale, failed) or that the chapter
+    never ran at paper scale."""
+    page = context.new_page()
+    try:
+        page.goto(book_url + "book/reproducibility.html", wait_until="load")
+        rows = page.evaluate("""() => {
+            const h = [...document.querySelectorAll('h2')].find(e => e.textContent.startsWith('Status'));
+            let t = h && h.parentElement.querySelector('table');
+            return t ? [...t.querySelectorAll('tbody tr')].map(
+                r => [...r.querySelectorAll('td')].map(c => c.innerText.trim())) : null;
+        }""")
+    finally:
+        page.close()
+    assert rows is not None, "no status table under the 'Status' heading"
+    chapters = runner.chapters(REPO)
+    assert len(rows) == len(chapters)
+    for ch, row in zip(chapters, rows):
+        assert row[0] == runner._title(ch.path)
+        path = runner.verification_path(REPO, ch, "full")
+        if not path.is_file():
+            assert row[2] == "never run at paper scale", (ch.name, row)
+            continue
+        rec = runner.load_verification(path)
+        state = runner.verification_state(ch, rec)
+        want = {"verified": "passed: ", "stale": "stale", "failed": "FAILED"}[state]
+        assert row[2].startswith(want), (ch.name, row)
+        assert f"{rec['checks_passed']}/{rec['checks_total']} checks" in row[2]
+
+
 # --------------------------------------------------------------------------- the checks catch breakage
 #
 # A copy of the built book in a temporary directory, with one thing broken per case: either a

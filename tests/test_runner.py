@@ -62,13 +62,18 @@ def book(tmp_path: Path) -> Path:
     nbformat.write(_notebook("1. Alpha", PARAMS, [
         "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
         "plt.plot(widths)\nplt.show()\n",
-        "assert n > 0\nprint('alpha', profile, n, scale, widths, fast)"]),
+        "assert n > 0\nprint('alpha', profile, n, scale, widths, fast)",
+        "from IPython.display import Markdown, display\nfrom ntklit import checks\n"
+        "checks.reset()\nchecks.check('n is positive', n > 0, f'n = {n}')\n"
+        "checks.check('n is below 100', n < 100, f'n = {n}')\n"
+        "display(Markdown(checks.summary()))"]),
         root / "book" / "01_alpha.ipynb")
     nbformat.write(_notebook("2. Beta", 'profile: str = "quick"  # profile\nk: int = 1  # k\n',
                              ["print('beta', k)", "assert k != 13, 'unlucky k'"]),
                    root / "book" / "02_beta.ipynb")
     (root / "book" / "profiles" / "01_alpha.yaml").write_text(
-        "gpu: it needs a GPU for test reasons.\nfull:\n  n: 7\n  widths: [4, 8]\n")
+        "gpu: it needs a GPU for test reasons.\nfull:\n  n: 7\n  widths: [4, 8]\n"
+        "shape:\n  n: 5\n")
     return root
 
 
@@ -140,7 +145,7 @@ def test_resolve_parameters_profiles_and_types(book):
 
 
 @pytest.mark.parametrize("text, match", [
-    ("fast:\n  n: 1\n", r"unknown key\(s\) \['fast'\]; allowed: quick, full, gpu"),
+    ("fast:\n  n: 1\n", r"unknown key\(s\) \['fast'\]; allowed: quick, full, shape, gpu"),
     ("gpu: 3\nfull:\n  n: 1\n", "'gpu' must be a non-empty sentence"),
 ])
 def test_profile_file_keys_are_checked(book, text, match):
@@ -247,3 +252,93 @@ def test_params_and_list_commands(book):
     assert "widths: list[int] = [1, 2]  # widths   [full: [4, 8]]" in res.stdout
     res = _cli(book, "list")
     assert res.stdout.splitlines() == ["01_alpha\t1. Alpha", "02_beta\t2. Beta"]
+
+
+# --------------------------------------------------------------------------- shape profile, records
+
+
+def test_shape_profile_is_full_with_reduced_counts(book):
+    (ch,) = runner.select(book, ["01_alpha"])
+    assert runner.resolve_parameters(ch, "shape", {}) == {"profile": "shape", "n": 5,
+                                                           "widths": [4, 8]}
+    prof = book / "book" / "profiles" / "01_alpha.yaml"
+    prof.write_text("full:\n  n: 7\n  widths: [4, 8]\nshape:\n  n: 9\n")
+    with pytest.raises(runner.ParameterError, match=r"shape value n=9 is not a reduced count"):
+        runner.resolve_parameters(ch, "shape", {})
+    prof.write_text("full:\n  n: 7\n  widths: [4, 8]\nshape:\n  widths: [4, 8, 16]\n")
+    with pytest.raises(runner.ParameterError, match="not a reduced count"):
+        runner.resolve_parameters(ch, "shape", {})
+    prof.write_text("full:\n  n: 7\nshape:\n  fast: false\n")
+    with pytest.raises(runner.ParameterError, match="not a reduced count"):
+        runner.resolve_parameters(ch, "shape", {})
+    prof.write_text("full:\n  n: 7\n")
+    with pytest.raises(runner.RunnerError, match="has no shape profile: add a 'shape:'"):
+        runner.resolve_parameters(ch, "shape", {})
+
+
+def test_full_and_shape_runs_write_verification_records(book):
+    before = _tree_digest(book)
+    res = _cli(book, "run", "01_alpha", "--profile", "shape", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    path = book / "book" / "verified" / "01_alpha.shape.json"
+    rec = runner.load_verification(path)  # schema checked
+    assert rec["profile"] == "shape" and rec["status"] == "ok"
+    assert rec["parameters"]["n"] == 5 and rec["parameters"]["widths"] == [4, 8]
+    assert [c["claim"] for c in rec["checks"]] == ["n is positive", "n is below 100"]
+    assert rec["checks"][0]["detail"] == "n = 5" and rec["checks_passed"] == 2
+    assert rec["peak_rss_mb"] > 50  # runner + kernel processes (each tens of MB at least)
+    assert rec["device_peak_mb"] is None and rec["device"].startswith("cpu")
+    (ch,) = runner.select(book, ["01_alpha"])
+    assert runner.verification_state(ch, rec) == "verified"
+    # The run record of the build holds the checks and the memory too.
+    run = runner.RunRecord.load(book / "_build" / "records" / "01_alpha.json")
+    assert len(run.checks) == 2 and run.kernel_peak_rss_mb > 20 and run.peak_rss_mb > 50
+    # -p overrides: the run is not the profile, so no record is written or changed.
+    mtime = path.stat().st_mtime_ns
+    res = _cli(book, "run", "01_alpha", "--profile", "full", "-p", "n=6", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert not (book / "book" / "verified" / "01_alpha.full.json").exists()
+    assert path.stat().st_mtime_ns == mtime
+    # A failing full run is recorded as failed, with its cell and error.
+    (book / "book" / "profiles" / "01_alpha.yaml").write_text(
+        "gpu: it needs a GPU for test reasons.\nfull:\n  n: 700\n  widths: [4, 8]\n"
+        "shape:\n  n: 5\n")
+    res = _cli(book, "run", "01_alpha", "--profile", "full", "--no-progress")
+    assert res.returncode == 1 and "claim failed: n is below 100" in res.stderr
+    full = runner.load_verification(book / "book" / "verified" / "01_alpha.full.json")
+    assert full["status"] == "failed" and full["checks_passed"] == 1
+    assert full["checks_total"] == 2 and full["error"]["cell"] == 4
+    assert runner.verification_state(ch, full) == "failed"
+    # The shape record is stale once the profile it ran changes.
+    (book / "book" / "profiles" / "01_alpha.yaml").write_text(
+        "full:\n  n: 7\n  widths: [4, 8]\nshape:\n  n: 4\n")
+    assert runner.verification_state(ch, rec) == "stale"
+    rows = "\n".join(runner.status_table(book, runner.BuildPaths.default(book)))
+    assert "stale (parameters changed since): 2/2 checks" in rows
+    assert "FAILED (ClaimFailed in code cell 4): 1/2 checks" in rows
+    assert "| never run at paper scale |" in rows  # 02_beta
+    changed = {p for p in ("01_alpha.full.json", "01_alpha.shape.json")}
+    assert {f.name for f in (book / "book" / "verified").iterdir()} == changed
+    assert before != _tree_digest(book)  # records (and the edited profile) are the only changes
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.pop("checks"), "lacks the field 'checks'"),
+    (lambda d: d.update(seconds="fast"), "field 'seconds' must be of type"),
+    (lambda d: d.update(profile="quick"), "profile must be one of full, shape"),
+    (lambda d: d.update(checks_passed=7), "checks_passed/checks_total do not match"),
+    (lambda d: d["checks"].append({"claim": 1}), "every check is"),
+])
+def test_verification_schema_errors(tmp_path, edit, match):
+    good = {"schema": 1, "chapter": "01_alpha", "title": "1. Alpha", "profile": "full",
+            "status": "ok", "parameters": {}, "device": "cpu", "versions": {},
+            "started": "x", "finished": "y", "seconds": 1.0, "peak_rss_mb": 10.0,
+            "device_peak_mb": None, "checks": [{"claim": "c", "passed": True, "detail": ""}],
+            "checks_passed": 1, "checks_total": 1, "error": None, "notebook_sha256": "0"}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(good))
+    assert runner.load_verification(path)["chapter"] == "01_alpha"
+    edit(good)
+    path.write_text(json.dumps(good))
+    with pytest.raises(runner.RunnerError, match=match):
+        runner.load_verification(path)
