@@ -6,6 +6,9 @@ Commands:
   run [CHAPTER ...]         execute chapters with papermill (all when none is named)
   build                     build the HTML from the executed chapters into _build/html
   all [CHAPTER ...]         run chapters (every one by default), then build; prints index.html
+  node --out DIR [CH ...]   the GPU node job (scripts/gpu_run.sh): GPU check, compat tests,
+                            the GPU chapters' full profile within a budget, benchmarks, packed
+  ingest SOURCE             bring a node job's records (and, --notebooks, pages) home
 
 Options of run/all: --profile quick|shape|full|auto (auto: full when JAX sees a GPU; shape:
 the full profile's shapes with reduced counts; full and shape runs without -p write their
@@ -54,6 +57,23 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("chapters", nargs="*")
     run_opts(ap)
     ap.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
+    np_ = sub.add_parser("node", help="the GPU node job (see ntklit.node)")
+    np_.add_argument("chapters", nargs="*", help="default: every chapter with a gpu: sentence")
+    np_.add_argument("--out", type=Path, required=True, help="folder of the returned files")
+    np_.add_argument("--profile", default="full", choices=("full", "shape"),
+                     help="shape: the CPU dress rehearsal (full shapes, reduced counts)")
+    np_.add_argument("--budget", type=float, default=None,
+                     help="seconds for the whole job (default 540)")
+    np_.add_argument("--started", type=float, default=None,
+                     help="when the job started (epoch seconds; installation included)")
+    np_.add_argument("--no-gpu-check", action="store_true",
+                     help="run without a GPU (the CPU rehearsal); the summary says so")
+    np_.add_argument("--no-compat-tests", action="store_true")
+    np_.add_argument("--no-benchmarks", action="store_true")
+    ip = sub.add_parser("ingest", help="bring a node job's records home")
+    ip.add_argument("source", type=Path, help="the node's output folder, or a record / tarball")
+    ip.add_argument("--notebooks", action="store_true",
+                    help="also the executed notebooks, for `python -m ntklit build`")
     return p
 
 
@@ -83,6 +103,22 @@ def main(argv: list[str] | None = None) -> int:
             runner.run_chapters(root, names, profile=args.profile, overrides=overrides,
                                 force=args.force, paths=paths, fail_fast=args.fail_fast,
                                 log_output=args.log_output, progress=not args.no_progress)
+        if args.command == "node":
+            from . import node
+
+            summary = node.run_node(
+                root, args.out, args.chapters, profile=args.profile,
+                budget_s=args.budget or node.DEFAULT_BUDGET_S, started=args.started,
+                require_gpu=not args.no_gpu_check, compat_tests=not args.no_compat_tests,
+                benchmarks=not args.no_benchmarks)
+            bad = [i for i in summary["items"] if i.get("status") == "failed"]
+            return 1 if summary.get("stopped") or bad else 0
+        if args.command == "ingest":
+            from . import node
+
+            for line in node.ingest(root, args.source, notebooks=args.notebooks, paths=paths):
+                print(line)
+            return 0
         if args.command in ("build", "all"):
             index = runner.build_html(root, paths=paths, strict=not args.no_strict)
             print(index)

@@ -48,7 +48,8 @@ __all__ = ["ALLOWED_TYPES", "PROFILES", "GENERATED_PAGES", "Param", "Chapter", "
            "load_profile", "detect_profile", "run_chapters", "build_html", "RunRecord",
            "BuildPaths", "performance_page", "reproducibility_page", "package_versions",
            "device_description", "cache_key", "RECORDED_PROFILES", "VERIFIED_SCHEMA",
-           "verification_path", "load_verification", "verification_state", "status_table"]
+           "verification_path", "load_verification", "verification_state", "status_table",
+           "check_budget"]
 
 #: Annotations allowed in a chapter's parameters cell.
 ALLOWED_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
@@ -370,9 +371,28 @@ def _check_shape_counts(chapter: Chapter, params: dict[str, "Param"],
 
 
 #: Keys of a profile file: the profiles (``full``, ``shape``: reduced counts of the full
-#: profile) and ``gpu``, a sentence saying that (and why) the full profile needs a GPU, shown
-#: on the chapter's page (see :func:`profile_note`).
-PROFILE_FILE_KEYS = ("quick", "full", "shape", "gpu")
+#: profile), ``gpu``, a sentence saying that (and why) the full profile needs a GPU, shown
+#: on the chapter's page (see :func:`profile_note`), and ``budget`` (``seconds``: the full
+#: profile's share of the GPU node's time, ``estimate``: how it was estimated; see
+#: ``ntklit.node``).
+PROFILE_FILE_KEYS = ("quick", "full", "shape", "gpu", "budget")
+
+
+def check_budget(where: Path, budget: Any) -> None:
+    """A budget share is ``{seconds: positive number, estimate: non-empty sentence}``.
+
+    Raises:
+      RunnerError: naming ``where``, the field and what it must be.
+    """
+    if not isinstance(budget, dict) or set(budget) - {"seconds", "estimate", "name", "args"}:
+        raise RunnerError(f"{where}: a budget is a mapping with 'seconds' and 'estimate', "
+                          f"got {budget!r}")
+    sec, est = budget.get("seconds"), budget.get("estimate")
+    if isinstance(sec, bool) or not isinstance(sec, (int, float)) or sec <= 0:
+        raise RunnerError(f"{where}: budget 'seconds' must be a positive number, got {sec!r}")
+    if not (isinstance(est, str) and est.strip()):
+        raise RunnerError(f"{where}: budget 'estimate' must say how the share was estimated, "
+                          f"got {est!r}")
 
 
 def _profile_file(chapter: Chapter) -> dict[str, Any]:
@@ -389,6 +409,8 @@ def _profile_file(chapter: Chapter) -> dict[str, Any]:
     if "gpu" in data and not (isinstance(data["gpu"], str) and data["gpu"].strip()):
         raise RunnerError(f"{chapter.profile_file}: 'gpu' must be a non-empty sentence, got "
                           f"{data['gpu']!r}")
+    if "budget" in data:
+        check_budget(chapter.profile_file, data["budget"])
     return data
 
 

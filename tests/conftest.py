@@ -1,0 +1,84 @@
+"""Shared fixtures: a small generated two-chapter book for the runner and node tests."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _notebook(title: str, params_src: str, body: list[str]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    p = nbformat.v4.new_code_cell(params_src)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nText with $x^2$."), p,
+                *[nbformat.v4.new_code_cell(s) for s in body]]
+    return nb
+
+
+PARAMS = ('profile: str = "quick"  # parameter profile (set by the runner)\n'
+          'n: int = 3  # a size\n'
+          'scale: float = 0.5  # a scale\n'
+          'widths: list[int] = [1, 2]  # widths\n'
+          'fast: bool = True  # a flag\n')
+
+
+def _tree_digest(root: Path) -> str:
+    """Digest of every file outside _build (to prove a run modifies no source file)."""
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and "_build" not in f.relative_to(root).parts:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture()
+def book(tmp_path: Path) -> Path:
+    """A two-chapter book using the repository's real _config.yml."""
+    root = tmp_path / "mini"
+    (root / "book" / "profiles").mkdir(parents=True)
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    shutil.copy(REPO / "book" / "references.bib", root / "book" / "references.bib")
+    shutil.copy(REPO / "book" / "reproducibility.md", root / "book" / "reproducibility.md")
+    shutil.copytree(REPO / "book" / "_ext", root / "book" / "_ext")  # local Sphinx extensions
+    (root / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/00_intro\nchapters:\n"
+        "  - file: book/01_alpha\n  - file: book/02_beta\n  - file: book/reproducibility\n")
+    (root / "book" / "00_intro.md").write_text("# 0. Intro\n\nMath $\\alpha$.\n")
+    nbformat.write(_notebook("1. Alpha", PARAMS, [
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "plt.plot(widths)\nplt.show()\n",
+        "assert n > 0\nprint('alpha', profile, n, scale, widths, fast)",
+        "from IPython.display import Markdown, display\nfrom ntklit import checks\n"
+        "checks.reset()\nchecks.check('n is positive', n > 0, f'n = {n}')\n"
+        "checks.check('n is below 100', n < 100, f'n = {n}')\n"
+        "display(Markdown(checks.summary()))"]),
+        root / "book" / "01_alpha.ipynb")
+    nbformat.write(_notebook("2. Beta", 'profile: str = "quick"  # profile\nk: int = 1  # k\n',
+                             ["print('beta', k)", "assert k != 13, 'unlucky k'"]),
+                   root / "book" / "02_beta.ipynb")
+    (root / "book" / "profiles" / "01_alpha.yaml").write_text(
+        "gpu: it needs a GPU for test reasons.\nfull:\n  n: 7\n  widths: [4, 8]\n"
+        "shape:\n  n: 5\n")
+    return root
+
+
+def _text(html: str) -> str:
+    """The text of an HTML page (tags removed)."""
+    return re.sub(r"<[^>]+>", "", html)
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ntklit", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=600)
