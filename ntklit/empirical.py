@@ -25,7 +25,10 @@ Functions:
   ``empirical_ntk_fn`` in any of its implementations.
 * :func:`fcn_kernels`, :func:`fcn_ntk`: a fast path for fully connected networks that uses the
   layer structure instead of Jacobians (see :func:`fcn_kernels`).
-* :func:`ensemble`, :func:`ensemble_kernels`, :func:`fcn_ensemble_kernels`: kernels of many
+* :func:`cnn_kernels`: the same for the CNNs of :func:`ntklit.nets.cnn` (Gram matrices over
+  positions instead of Jacobians, whose size grows with the channels squared).
+* :func:`ensemble`, :func:`ensemble_kernels`, :func:`fcn_ensemble_kernels`,
+  :func:`cnn_ensemble_kernels`: kernels of many
   independently initialized networks at once (``vmap`` over seeds, chunked to fit memory).
 * :func:`fluctuation_stats`, :func:`relative_frobenius_error`: statistics over an ensemble.
 
@@ -55,6 +58,7 @@ import neural_tangents as nt  # noqa: E402  (needs the compat patches first)
 __all__ = [
     "IMPLEMENTATIONS", "ACTIVATIONS", "Kernels", "FluctuationStats",
     "ntk", "nngp", "kernels", "dense_layers", "fcn_kernels", "fcn_ntk",
+    "PADDINGS", "CNN_READOUTS", "cnn_layers", "cnn_kernels", "cnn_ensemble_kernels",
     "ensemble", "ensemble_kernels", "fcn_ensemble_kernels", "auto_chunk_size", "INIT_MODES",
     "fluctuation_stats", "relative_frobenius_error", "Sweep", "width_sweep",
 ]
@@ -502,6 +506,252 @@ def fcn_ntk(params, x1, x2=None, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------
+# CNN fast path
+# ---------------------------------------------------------------------------------------------
+
+#: Paddings understood by the CNN fast path (neural-tangents' ``stax.Conv`` paddings).
+PADDINGS = ("SAME", "VALID", "CIRCULAR")
+#: Readouts of the CNN fast path (as :func:`ntklit.nets.cnn`).
+CNN_READOUTS = ("gap", "flatten")
+
+
+def cnn_layers(params) -> tuple[list[tuple[Any, Any]], tuple[Any, Any]]:
+    """The Conv ``(W, b)`` pairs and the Dense readout of a stax CNN's parameters.
+
+    Accepts the parameters of ``stax.serial(Conv, act, ..., Conv, act, GlobalAvgPool() or
+    Flatten(), Dense)`` (the networks of :func:`ntklit.nets.cnn`), with ``()`` for
+    parameter-free layers.
+
+    Args:
+      params: stax parameters.
+
+    Returns:
+      ``(convs, readout)``: ``convs`` a list of ``(W, b)`` with ``W`` of shape
+      ``(*filter_shape, c_in, c_out)`` (``HWIO``) and ``b`` of shape ``(1, ..., 1, c_out)`` or
+      ``None``; ``readout`` the ``(W, b)`` of the Dense layer, ``W`` of shape ``(d, k)``.
+
+    Raises:
+      ValueError: if the last layer is not Dense, a Conv kernel is not ``(*filter, c_in,
+        c_out)`` with the previous layer's channels, or a Dense layer precedes a Conv.
+    """
+    layers = []
+
+    def visit(node):
+        if isinstance(node, (list, tuple)):
+            if (len(node) == 2 and hasattr(node[0], "ndim")
+                    and (node[1] is None or hasattr(node[1], "ndim"))):
+                layers.append((node[0], node[1]))
+                return
+            for child in node:
+                visit(child)
+
+    visit(params)
+    if not layers or layers[-1][0].ndim != 2:
+        raise ValueError("params must be those of a stax CNN ending in a Dense readout "
+                         "(Conv layers, activations, GlobalAvgPool/Flatten, Dense)")
+    convs, readout = layers[:-1], layers[-1]
+    for i, (W, b) in enumerate(convs):
+        if W.ndim < 3:
+            raise ValueError(f"layer {i}: expected a Conv kernel (*filter_shape, c_in, c_out), "
+                             f"got shape {W.shape} (a Dense layer before the readout?)")
+        if i and W.shape[-2] != convs[i - 1][0].shape[-1]:
+            raise ValueError(f"layer {i}: Conv kernel has c_in = {W.shape[-2]} but the previous "
+                             f"layer has c_out = {convs[i - 1][0].shape[-1]}")
+        if b is not None and b.size != W.shape[-1]:
+            raise ValueError(f"layer {i}: b has {b.size} entries, expected {W.shape[-1]}")
+    return convs, readout
+
+
+def _dimension_numbers(nsp: int) -> tuple[str, str, str]:
+    """``("NHWC", "HWIO", "NHWC")`` for ``nsp = 2`` spatial axes, likewise for 1 to 3."""
+    sp = "HWD"[:nsp]
+    return f"N{sp}C", f"{sp}IO", f"N{sp}C"
+
+
+def _pad_spatial(a, filter_shape, padding):
+    """Pad ``a`` (``(N, *spatial, C)``) so that a ``VALID`` convolution implements ``padding``
+    (neural-tangents' ``CIRCULAR``: the ``SAME`` pads, filled periodically)."""
+    if padding == "VALID":
+        return a
+    pads = jax.lax.padtype_to_pads(a.shape[1:-1], filter_shape, (1,) * len(filter_shape),
+                                   "SAME")
+    widths = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)]
+    return jnp.pad(a, widths, mode="wrap" if padding == "CIRCULAR" else "constant")
+
+
+def _cnn_forward_backward(convs, readout, x, phi, W_std, b_std, readout_mode, padding):
+    """Padded activations entering every Conv layer, backpropagated output gradients and the
+    readout features of one CNN on ``x`` (``(N, *spatial, C)``).
+
+    Returns:
+      ``pads``: list over Conv layers of ``(N, *padded_spatial, c_in)``; ``deltas``: list of
+      ``(k, N, *spatial_out, c_out)`` with ``deltas[l][a] = d f_a / d h^l`` (``h^l`` the output
+      of Conv layer ``l``); ``feats``: ``(N, d)`` inputs of the readout; ``alphas``: the Conv
+      weight scales :math:`\\sigma_w / \\sqrt{c_\\text{in} \\prod \\text{filter}}`.
+    """
+    nsp = x.ndim - 2
+    dn = _dimension_numbers(nsp)
+    alphas = [W_std / math.sqrt(math.prod(W.shape[:-1])) for W, _ in convs]
+
+    def forward(eps):
+        a, pads = x, []
+        for l, (W, b) in enumerate(convs):
+            ap = _pad_spatial(a, W.shape[:-2], padding)
+            pads.append(ap)
+            h = alphas[l] * jax.lax.conv_general_dilated(ap, W, (1,) * nsp, "VALID",
+                                                         dimension_numbers=dn)
+            if b is not None and b_std:
+                h = h + b_std * b
+            a = phi(h + eps[l])
+        feats = a.mean(axis=tuple(range(1, nsp + 1))) if readout_mode == "gap" else (
+            a.reshape(a.shape[0], -1))
+        Wr, br = readout
+        f = W_std / math.sqrt(feats.shape[1]) * (feats @ Wr)
+        if br is not None and b_std:
+            f = f + b_std * br.reshape(1, -1)
+        return f, (pads, feats)
+
+    shapes = jax.eval_shape(lambda: _cnn_preact_shapes(convs, x, padding, dn))
+    eps0 = [jnp.zeros(s.shape, x.dtype) for s in shapes]
+    f, vjp, (pads, feats) = jax.vjp(forward, eps0, has_aux=True)
+    k = f.shape[1]
+    basis = jnp.broadcast_to(jnp.eye(k, dtype=f.dtype)[:, None, :], (k,) + f.shape)
+    deltas = jax.vmap(lambda ct: vjp(ct)[0])(basis)       # list of (k, N, *spatial, c_out)
+    return pads, deltas, feats, alphas
+
+
+def _cnn_preact_shapes(convs, x, padding, dn):
+    out, a = [], x
+    for W, _ in convs:
+        ap = _pad_spatial(a, W.shape[:-2], padding)
+        a = jax.lax.conv_general_dilated(ap, W, (1,) * (x.ndim - 2), "VALID",
+                                         dimension_numbers=dn)
+        out.append(a)
+    return out
+
+
+def _patch_gram(p1, p2, filter_shape):
+    """:math:`\\sum_t \\langle a_{s+t}(x), a_{s'+t}(x')\\rangle` for every pair of output
+    positions: ``(N1, *out, N2, *out)`` from padded activations ``(N, *padded, C)``.
+
+    The Gram of the padded activations (``O(N_1 N_2 P^2 C)`` for ``P`` padded positions),
+    summed over the filter taps ``t`` by slicing; no ``(N, positions, C prod(filter))`` patch
+    matrix is formed.
+    """
+    nsp = len(filter_shape)
+    sp = "hwdxyz"[:nsp]
+    sq = "HWDXYZ"[:nsp]
+    G = jnp.einsum(f"n{sp}c,m{sq}c->n{sp}m{sq}", p1, p2)
+    out = [p1.shape[1 + i] - filter_shape[i] + 1 for i in range(nsp)]
+    total = None
+    for t in np.ndindex(*filter_shape):
+        sl = tuple(slice(t[i], t[i] + out[i]) for i in range(nsp))
+        piece = G[(slice(None),) + sl + (slice(None),) + sl]
+        total = piece if total is None else total + piece
+    return total
+
+
+@functools.partial(jax.jit, static_argnames=("phi", "W_std", "b_std", "readout_mode",
+                                              "padding", "trace_outputs", "same"))
+def _cnn_kernels_jit(convs, readout, x1, x2, *, phi, W_std, b_std, readout_mode, padding,
+                     trace_outputs, same):
+    p1, d1, f1, alphas = _cnn_forward_backward(convs, readout, x1, phi, W_std, b_std,
+                                               readout_mode, padding)
+    if same:
+        p2, d2, f2 = p1, d1, f1
+    else:
+        p2, d2, f2, _ = _cnn_forward_backward(convs, readout, x2, phi, W_std, b_std,
+                                              readout_mode, padding)
+    nsp = x1.ndim - 2
+    sp, sq = "hwdxyz"[:nsp], "HWDXYZ"[:nsp]
+    k = readout[0].shape[1]
+    beta = b_std if b_std else 0.0
+    cov = W_std ** 2 / f1.shape[1] * (f1 @ f2.T) + (
+        beta ** 2 if readout[1] is not None else 0.0)
+    eye = jnp.eye(k, dtype=cov.dtype)
+    theta = cov if trace_outputs else cov[:, :, None, None] * eye
+    for l, (W, b) in enumerate(convs):
+        P = alphas[l] ** 2 * _patch_gram(p1[l], p2[l], W.shape[:-2])
+        if b is not None and beta:
+            P = P + beta ** 2
+        if trace_outputs:
+            D = jnp.einsum(f"an{sp}c,am{sq}c->n{sp}m{sq}", d1[l], d2[l]) / k
+            theta = theta + jnp.einsum(f"n{sp}m{sq},n{sp}m{sq}->nm", P, D)
+        else:
+            D = jnp.einsum(f"an{sp}c,bm{sq}c->n{sp}m{sq}ab", d1[l], d2[l])
+            theta = theta + jnp.einsum(f"n{sp}m{sq},n{sp}m{sq}ab->nmab", P, D)
+    nngp_ = cov if trace_outputs else cov[:, :, None, None] * eye
+    return nngp_, theta
+
+
+def _check_cnn_args(activation, W_std, b_std, readout, padding):
+    phi = _check_fcn_args(activation, W_std, b_std, "ntk")
+    _validate.choice("readout", readout, CNN_READOUTS)
+    _validate.choice("padding", padding, PADDINGS)
+    return phi
+
+
+def cnn_kernels(params, x1, x2=None, *, activation: str | Callable = "relu",
+                W_std: float = 1.0, b_std: float | None = 0.0, readout: str = "gap",
+                padding: str = "SAME", trace_outputs: bool = True) -> Kernels:
+    """Empirical NNGP and NTK of a CNN (:func:`ntklit.nets.cnn`) from its layer structure.
+
+    A Conv layer :math:`h^l_s = \\alpha_l \\sum_t W^l_t\\, a^{l-1}_{s+t} + \\beta\\, b^l`
+    (positions :math:`s`, filter taps :math:`t`, padded input, :math:`\\alpha_l = \\sigma_w /
+    \\sqrt{c_\\text{in} |\\text{filter}|}`, NTK parameterization) has weight gradients
+    :math:`\\partial f_a / \\partial W^l_t = \\alpha_l \\sum_s a^{l-1}_{s+t}\\,
+    \\delta^l_{a,s}{}^\\top` with :math:`\\delta^l_{a,s} = \\partial f_a / \\partial h^l_s`, so
+
+    .. math:: \\Theta(x, x') = \\sum_l \\sum_{s, s'} \\Big(\\alpha_l^2 \\sum_t \\langle
+              a^{l-1}_{s+t}(x), a^{l-1}_{s'+t}(x')\\rangle + \\beta^2\\Big)\\,
+              \\tfrac1k \\textstyle\\sum_a \\langle\\delta^l_{a,s}(x),
+              \\delta^l_{a,s'}(x')\\rangle + \\tfrac{\\sigma_w^2}{d}\\langle r(x), r(x')\\rangle
+              + \\beta^2,
+
+    with :math:`r` the ``d`` readout features (global average or flattened last activations);
+    the last term is the readout-conditional NNGP. The cost is one forward and ``k``
+    backward passes plus Gram matrices over positions, ``O(N_1 N_2 P^2 c)`` per layer for
+    ``P`` positions; the Jacobian (``N`` times the parameter count, 9.7 GB for 16 images and
+    one 4096-channel ``3 x 3`` layer in float32) is never formed. Compare the layer sum of
+    :func:`fcn_kernels` and the structured derivatives of arXiv:2206.08720.
+
+    Args:
+      params: stax parameters of a CNN as built by :func:`ntklit.nets.cnn` (see
+        :func:`cnn_layers`), NTK parameterization.
+      x1: images ``(N1, *spatial, C)`` (``NHWC``); x2: ``(N2, ...)`` or ``None`` (``x1``).
+      activation: ``"relu"``, ``"erf"``, ``"tanh"``, ``"linear"`` or an elementwise callable.
+      W_std, b_std: :math:`\\sigma_w > 0`, :math:`\\sigma_b \\ge 0` (or ``None``).
+      readout: ``"gap"`` or ``"flatten"``.
+      padding: ``"SAME"``, ``"VALID"`` or ``"CIRCULAR"`` of every Conv layer (stride 1).
+      trace_outputs: average over the ``k`` outputs (``(N1, N2)``) or keep them
+        (``(N1, N2, k, k)``).
+
+    Returns:
+      :class:`Kernels` ``(nngp, ntk)`` in the dtype of the inputs/params.
+
+    Raises:
+      ValueError: for mismatched shapes, parameters that are not a CNN's, or an unknown
+        activation, readout or padding.
+    """
+    phi = _check_cnn_args(activation, W_std, b_std, readout, padding)
+    x1, x2 = _check_inputs(x1, x2)
+    convs, ro = cnn_layers(params)
+    if not 3 <= x1.ndim <= 5:
+        raise ValueError(f"x1 must have shape (N1, *spatial, C) with 1 to 3 spatial axes for "
+                         f"the CNN fast path, got {x1.shape}")
+    c_in = convs[0][0].shape[-2] if convs else None
+    if convs and (x1.shape[-1] != c_in or convs[0][0].ndim != x1.ndim):
+        raise ValueError(f"x1 has shape {x1.shape} but the first Conv kernel has shape "
+                         f"{convs[0][0].shape} (expected {x1.ndim - 2} spatial axes and "
+                         f"{c_in} channels)")
+    out = _cnn_kernels_jit(list(convs), ro, x1, x1 if x2 is None else x2, phi=phi,
+                           W_std=float(W_std), b_std=None if b_std is None else float(b_std),
+                           readout_mode=readout, padding=padding,
+                           trace_outputs=bool(trace_outputs), same=x2 is None)
+    return Kernels(*out)
+
+
+# ---------------------------------------------------------------------------------------------
 # Ensembles over seeds
 # ---------------------------------------------------------------------------------------------
 
@@ -803,6 +1053,75 @@ def fcn_ensemble_kernels(init_fn: Callable, key, x1, x2=None, *, n_samples: int,
                     memory_bytes=memory_bytes, init_mode=init_mode)
 
 
+@dataclasses.dataclass(frozen=True)
+class _CnnKernels:
+    """Hashable ``fn(params, x1, x2)`` giving :class:`Kernels` by the CNN fast path."""
+
+    phi: Callable
+    W_std: float
+    b_std: float | None
+    readout: str
+    padding: str
+    trace_outputs: bool
+    same: bool
+
+    def __call__(self, params, x1, x2):
+        convs, ro = cnn_layers(params)
+        return Kernels(*_cnn_kernels_jit(
+            convs, ro, x1, x2, phi=self.phi, W_std=self.W_std, b_std=self.b_std,
+            readout_mode=self.readout, padding=self.padding,
+            trace_outputs=self.trace_outputs, same=self.same))
+
+
+def _cnn_intermediate_bytes(x1, x2, itemsize: int) -> int:
+    """Bytes of the per-network Gram matrices of :func:`cnn_kernels` (padded positions by
+    padded positions, a few live at once): they do not shrink with the width, so they bound
+    the chunk of networks evaluated together where the parameters are small."""
+    pos = math.prod(int(d) + 2 for d in x1.shape[1:-1])  # padded positions, 3 x 3 filters
+    n2 = x1.shape[0] if x2 is None else x2.shape[0]
+    return 4 * x1.shape[0] * n2 * pos * pos * itemsize
+
+
+def cnn_ensemble_kernels(init_fn: Callable, key, x1, x2=None, *, n_samples: int,
+                         activation: str | Callable = "relu", W_std: float = 1.0,
+                         b_std: float | None = 0.0, readout: str = "gap",
+                         padding: str = "SAME", trace_outputs: bool = True,
+                         chunk_size: int | None = None, memory_bytes: int = 2 ** 30,
+                         init_mode: str = "auto") -> Kernels:
+    """:func:`cnn_kernels` of ``n_samples`` independently initialized CNNs, vectorized.
+
+    Args:
+      init_fn: stax ``init_fn`` of a CNN (e.g. ``ntklit.nets.cnn(...)[0]``).
+      key: a JAX PRNG key.
+      x1: images ``(N1, *spatial, C)``; x2: ``(N2, ...)`` or ``None``.
+      n_samples: ensemble size; chunk_size, memory_bytes, init_mode: see :func:`ensemble`
+        (the default chunk also keeps the per-network Gram matrices within ``memory_bytes``).
+      activation, W_std, b_std, readout, padding, trace_outputs: as for :func:`cnn_kernels`;
+        they must describe the network ``init_fn`` builds.
+
+    Returns:
+      :class:`Kernels` with arrays of shape ``(n_samples, N1, N2)``.
+    """
+    phi = _check_cnn_args(activation, W_std, b_std, readout, padding)
+    n_samples = _validate.integer("n_samples", n_samples)
+    x1, x2 = _check_inputs(x1, x2)
+    if not 3 <= x1.ndim <= 5:
+        raise ValueError(f"x1 must have shape (N1, *spatial, C) with 1 to 3 spatial axes for "
+                         f"the CNN fast path, got {x1.shape}")
+    if chunk_size is None:
+        input_shape = (-1,) + tuple(x1.shape[1:])
+        grams = _cnn_intermediate_bytes(x1, x2, x1.dtype.itemsize)
+        chunk_size = max(1, min(auto_chunk_size(init_fn, input_shape, n_samples,
+                                                memory_bytes=memory_bytes),
+                                memory_bytes // max(1, grams)))
+    same = x2 is None
+    fn = _CnnKernels(phi, float(W_std), None if b_std is None else float(b_std), readout,
+                     padding, bool(trace_outputs), same)
+    return ensemble(fn, init_fn, key, (-1,) + tuple(x1.shape[1:]), n_samples,
+                    args=(x1, x1 if same else x2), chunk_size=chunk_size,
+                    memory_bytes=memory_bytes, init_mode=init_mode)
+
+
 class Sweep(NamedTuple):
     """Empirical kernels of ensembles over a range of widths (from :func:`width_sweep`).
 
@@ -838,7 +1157,7 @@ class Sweep(NamedTuple):
 
 def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: int,
                 inits: Sequence[str] = ("gaussian", "orthogonal"), fcn: dict | None = None,
-                implementation: str | int = "jacobian_contraction",
+                cnn: dict | None = None, implementation: str | int = "jacobian_contraction",
                 chunk_size: int | None = None, memory_bytes: int = 2 ** 30,
                 progress: bool = True) -> Sweep:
     """Empirical NNGP/NTK of ``n_samples`` networks per width and initialization.
@@ -860,7 +1179,10 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
       fcn: ``None`` (neural-tangents' ``implementation``, any network) or a dict with the
         FCN's ``activation``, ``W_std``, ``b_std`` (and optionally ``parameterization``) to use
         the fast path :func:`fcn_kernels`.
-      implementation: see :func:`ntk` (used when ``fcn`` is ``None``).
+      cnn: ``None`` or a dict with the CNN's ``activation``, ``W_std``, ``b_std`` (and
+        optionally ``readout``, ``padding``) to use the fast path :func:`cnn_kernels` for
+        networks of :func:`ntklit.nets.cnn` (no Jacobian: memory independent of the width).
+      implementation: see :func:`ntk` (used when ``fcn`` and ``cnn`` are ``None``).
       chunk_size, memory_bytes: see :func:`ensemble`.
       progress: show a ``tqdm`` progress bar.
 
@@ -868,7 +1190,8 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
       :class:`Sweep`.
 
     Raises:
-      ValueError: for empty or non-positive ``widths``, bad ``n_samples``, empty ``inits``.
+      ValueError: for empty or non-positive ``widths``, bad ``n_samples``, empty ``inits``,
+        or both ``fcn`` and ``cnn``.
     """
     if isinstance(widths, (int, np.integer, str, bytes)) or len(widths) == 0:
         raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
@@ -879,6 +1202,14 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
         raise ValueError("inits must name at least one initialization, e.g. ('gaussian',)")
     _validate.prng_key(key)
     x1, _ = _check_inputs(x1, None)
+    if fcn is not None and cnn is not None:
+        raise ValueError("fcn and cnn select different fast paths: pass at most one")
+    if cnn is not None:
+        cnn = dict(cnn)
+        unknown = set(cnn) - {"activation", "W_std", "b_std", "readout", "padding"}
+        if unknown:
+            raise ValueError(f"cnn keys must be among activation, W_std, b_std, readout, "
+                             f"padding, got {sorted(unknown)}")
     if fcn is not None:
         fcn = dict(fcn)
         unknown = set(fcn) - {"activation", "W_std", "b_std", "parameterization"}
@@ -900,6 +1231,10 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
                 K = fcn_ensemble_kernels(init_fn, k, x1, n_samples=n_samples,
                                          chunk_size=chunk_size, memory_bytes=memory_bytes,
                                          **fcn)
+            elif cnn is not None:
+                K = cnn_ensemble_kernels(init_fn, k, x1, n_samples=n_samples,
+                                         chunk_size=chunk_size, memory_bytes=memory_bytes,
+                                         **cnn)
             else:
                 K = ensemble_kernels(init_fn, apply_fn, k, x1, n_samples=n_samples,
                                      implementation=implementation, chunk_size=chunk_size,
