@@ -111,6 +111,10 @@ def plan(shares: Sequence[Share], budget_s: float) -> tuple[list[Share], list[Sh
     """Order chapters by increasing share (benchmarks after them, in their order) and split
     off what cannot fit even when everything before it takes exactly its share.
 
+    Args:
+      shares: the chapters' and benchmarks' shares.
+      budget_s: the job's budget in seconds.
+
     Returns:
       ``(planned, never_fits)``; at run time :func:`run_node` still skips a planned item when
       the time actually left is below its share.
@@ -260,6 +264,15 @@ def pack(root: Path, work: Path, out: Path, since: float) -> list[Path]:
     job's runs; the repository's committed ones stay out), ``notebooks.tar.gz`` (the
     executed notebooks and their run records), ``benchmarks.tar.gz`` (results and logs), and
     ``summary.json`` (written by the caller) and ``node.log`` (by ``scripts/gpu_run.sh``).
+
+    Args:
+      root: the repository (its ``book/verified`` holds the records).
+      work: the job's build folder (``executed``, ``records``, ``failed``, ``benchmarks``).
+      out: the folder whose files come back.
+      since: the job's start (epoch seconds): only records written since are packed.
+
+    Returns:
+      The files written.
 
     Raises:
       RunnerError: a packed file exceeds :data:`MAX_FILE_BYTES`.

@@ -381,6 +381,10 @@ PROFILE_FILE_KEYS = ("quick", "full", "shape", "gpu", "budget")
 def check_budget(where: Path, budget: Any) -> None:
     """A budget share is ``{seconds: positive number, estimate: non-empty sentence}``.
 
+    Args:
+      where: the file it comes from (named in the error).
+      budget: the mapping read from it.
+
     Raises:
       RunnerError: naming ``where``, the field and what it must be.
     """
@@ -625,7 +629,13 @@ _VERIFIED_FIELDS = {"schema": int, "chapter": str, "title": str, "profile": str,
 
 
 def verification_path(root: Path, chapter: Chapter, profile: str) -> Path:
-    """``book/verified/<chapter>.<profile>.json`` for ``profile`` in :data:`RECORDED_PROFILES`."""
+    """``book/verified/<chapter>.<profile>.json`` for ``profile`` in :data:`RECORDED_PROFILES`.
+
+    Args:
+      root: repository root.
+      chapter: the chapter.
+      profile: ``"full"`` or ``"shape"``.
+    """
     if profile not in RECORDED_PROFILES:
         raise RunnerError(f"profile must be one of {', '.join(RECORDED_PROFILES)} for a "
                           f"verification record, got {profile!r}")
@@ -684,7 +694,12 @@ def load_verification(path: Path) -> dict[str, Any]:
 
 def verification_state(chapter: Chapter, record: dict[str, Any]) -> str:
     """``"verified"`` (passed, parameters equal the profile file's current values),
-    ``"stale"`` (the profile or the defaults changed since) or ``"failed"``."""
+    ``"stale"`` (the profile or the defaults changed since) or ``"failed"``.
+
+    Args:
+      chapter: the chapter the record belongs to.
+      record: a record read by :func:`load_verification`.
+    """
     if record["status"] != "ok" or record["checks_passed"] != record["checks_total"]:
         return "failed"
     current = {n: p.default for n, p in read_parameters(chapter.path).items()}
@@ -728,7 +743,12 @@ def _describe_verification(chapter: Chapter, rec: dict[str, Any] | None) -> str:
 
 def status_table(root: Path, paths: "BuildPaths") -> list[str]:
     """Markdown lines of the paper-scale status table (QuantEcon's status page as a model):
-    per chapter, the run of this build and the last full-profile and shape verifications."""
+    per chapter, the run of this build and the last full-profile and shape verifications.
+
+    Args:
+      root: repository root (``book/verified`` holds the records).
+      paths: output locations; this build's run records are read from ``paths.records``.
+    """
     lines = ["| chapter | this build | full profile (paper scale) | shape run (full shapes, "
              "reduced counts) |", "|---|---|---|---|"]
     for ch in chapters(root):
