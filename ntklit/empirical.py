@@ -299,6 +299,28 @@ def kernels(apply_fn: Callable, params, x1, x2=None, *,
 # ---------------------------------------------------------------------------------------------
 
 
+def _weight_pairs(params, bare_arrays: str | None = None) -> list[tuple[Any, Any]]:
+    """The ``(W, b)`` pairs of (possibly nested) stax parameters, in order (``b`` may be
+    ``None``); with ``bare_arrays`` (the network kind, for the message) an array outside such
+    a pair raises ``ValueError``, otherwise it is ignored."""
+    layers: list = []
+
+    def visit(node):
+        if isinstance(node, (list, tuple)):
+            if (len(node) == 2 and hasattr(node[0], "ndim")
+                    and (node[1] is None or hasattr(node[1], "ndim"))):
+                layers.append((node[0], node[1]))
+                return
+            for child in node:
+                visit(child)
+        elif bare_arrays and node is not None and hasattr(node, "ndim"):
+            raise ValueError(f"params must be {bare_arrays} parameters: (W, b) pairs and empty "
+                             f"tuples, found a bare array of shape {node.shape}")
+
+    visit(params)
+    return layers
+
+
 def dense_layers(params) -> list[tuple[Any, Any]]:
     """The ``(W, b)`` pairs of a stax FCN's parameters, in order.
 
@@ -317,21 +339,7 @@ def dense_layers(params) -> list[tuple[Any, Any]]:
       ValueError: if there is no layer, a ``W`` is not a matrix, or consecutive widths do not
         match.
     """
-    layers: list = []
-
-    def visit(node):
-        if isinstance(node, (list, tuple)):
-            if (len(node) == 2 and hasattr(node[0], "ndim")
-                    and (node[1] is None or hasattr(node[1], "ndim"))):
-                layers.append((node[0], node[1]))
-                return
-            for child in node:
-                visit(child)
-        elif node is not None and hasattr(node, "ndim"):
-            raise ValueError("params must be stax FCN parameters: (W, b) pairs and empty "
-                             f"tuples, found a bare array of shape {node.shape}")
-
-    visit(params)
+    layers = _weight_pairs(params, bare_arrays="stax FCN")
     if not layers:
         raise ValueError("params contain no (W, b) layer")
     for i, (W, b) in enumerate(layers):
@@ -534,18 +542,7 @@ def cnn_layers(params) -> tuple[list[tuple[Any, Any]], tuple[Any, Any]]:
       ValueError: if the last layer is not Dense, a Conv kernel is not ``(*filter, c_in,
         c_out)`` with the previous layer's channels, or a Dense layer precedes a Conv.
     """
-    layers = []
-
-    def visit(node):
-        if isinstance(node, (list, tuple)):
-            if (len(node) == 2 and hasattr(node[0], "ndim")
-                    and (node[1] is None or hasattr(node[1], "ndim"))):
-                layers.append((node[0], node[1]))
-                return
-            for child in node:
-                visit(child)
-
-    visit(params)
+    layers = _weight_pairs(params)
     if not layers or layers[-1][0].ndim != 2:
         raise ValueError("params must be those of a stax CNN ending in a Dense readout "
                          "(Conv layers, activations, GlobalAvgPool/Flatten, Dense)")
