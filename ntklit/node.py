@@ -303,14 +303,15 @@ def pack(root: Path, work: Path, out: Path, since: float) -> list[Path]:
 # ------------------------------------------------------------------------------------------
 
 
-def _members(source: Path, folder: str) -> list[tuple[str, bytes]]:
-    """``(name, content)`` of the files under ``folder/`` in a node's output (a directory
-    holding ``<folder>.tar.gz``, the tarball itself, or a directory of files)."""
+def _members(source: Path, folder: str, tarball: str | None = None) -> list[tuple[str, bytes]]:
+    """``(name, content)`` of the files under ``folder/`` in a node's output: a directory
+    holding the tarball (``tarball``, default ``<folder>.tar.gz``), the tarball itself, or a
+    directory with a ``folder/`` of files."""
     source = Path(source)
-    tarball = source / f"{folder}.tar.gz" if source.is_dir() else source
-    if tarball.is_file() and tarball.name.endswith(".tar.gz"):
+    packed = source / (tarball or f"{folder}.tar.gz") if source.is_dir() else source
+    if packed.is_file() and packed.name.endswith(".tar.gz"):
         out = []
-        with tarfile.open(tarball, "r:gz") as tar:
+        with tarfile.open(packed, "r:gz") as tar:
             for m in tar.getmembers():
                 if m.isfile() and Path(m.name).parent.name == folder and "/" in m.name:
                     out.append((Path(m.name).name, tar.extractfile(m).read()))
@@ -392,16 +393,9 @@ def ingest(root: Path, source: Path, *, notebooks: bool = False,
 
 def _ingest_notebooks(source: Path, paths: runner.BuildPaths) -> list[str]:
     done = []
-    tarball = source / "notebooks.tar.gz" if source.is_dir() else None
-    if tarball is None or not tarball.is_file():
-        return ["no notebooks.tar.gz: no executed notebooks ingested"]
-    with tarfile.open(tarball, "r:gz") as tar:
-        for m in tar.getmembers():
-            folder, name = Path(m.name).parent.name, Path(m.name).name
-            target = {"executed": paths.executed, "records": paths.records}.get(folder)
-            if not m.isfile() or target is None:
-                continue
+    for folder, target in (("executed", paths.executed), ("records", paths.records)):
+        for name, data in _members(source, folder, "notebooks.tar.gz"):
             target.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(tar.extractfile(m).read())
+            (target / name).write_bytes(data)
             done.append(f"{target / name}")
-    return done
+    return done or ["no notebooks.tar.gz: no executed notebooks ingested"]
