@@ -43,8 +43,9 @@ __all__ = ["MAX_FILES", "MAX_FILE_BYTES", "DEFAULT_BUDGET_S", "Share", "gpu_chap
            "chapter_share", "plan", "benchmark_shares", "run_node", "pack", "ingest",
            "IngestError"]
 
-#: Files that come back from the node (the device tool's limit), and the size of each.
+#: Files that come back from the node (the device tool's limit).
 MAX_FILES = 8
+#: The largest size, in bytes, that one returned file may have (16 MiB).
 MAX_FILE_BYTES = 16 * 2**20
 #: The node job's time budget in seconds (one job of at most 10 minutes, 9 of them planned).
 DEFAULT_BUDGET_S = 540.0
