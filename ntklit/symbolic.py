@@ -672,7 +672,7 @@ def duals(activation: str) -> dict[str, sp.Expr]:
 
 
 def lambdify_duals(activation: str):
-    """Numpy callables ``(k, kdot)`` of ``(q1, q2, q12)`` from the sympy duals (float64).
+    r"""Numpy callables ``(k, kdot)`` of ``(q1, q2, q12)`` from the sympy duals (float64).
 
     For ReLU the angle forms ``k_theta``, ``kdot_theta`` are lambdified and evaluated at
     :math:`\theta = \arccos(\mathrm{clip}(q_{12}/\sqrt{q_1 q_2}, -1, 1))`, so that round-off
