@@ -49,7 +49,7 @@ __all__ = ["ALLOWED_TYPES", "PROFILES", "GENERATED_PAGES", "Param", "Chapter", "
            "BuildPaths", "performance_page", "reproducibility_page", "package_versions",
            "device_description", "cache_key", "RECORDED_PROFILES", "VERIFIED_SCHEMA",
            "verification_path", "load_verification", "verification_state", "status_table",
-           "check_budget"]
+           "check_budget", "publishable"]
 
 #: Annotations allowed in a chapter's parameters cell.
 ALLOWED_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
@@ -433,6 +433,10 @@ def profile_note(chapter: Chapter, record: "RunRecord | None") -> str:
     how = ("This page was computed with the **{p}** profile on {d} in {t:.0f} s".format(
         p=record.profile, d=record.device, t=record.seconds) if record is not None
         else "This page's run record is missing")
+    if record is not None:
+        changed = {k: v for k, v in record.overrides.items() if k != "profile"}
+        how += (", parameters: defaults" if not changed else ", parameters that differ from "
+                "the defaults: " + ", ".join(f"`{k} = {_fmt_value(v)}`" for k, v in changed.items()))
     full = _verifications(find_root(chapter.path.parent), chapter).get("full")
     state = verification_state(chapter, full) if full is not None else None
     if state == "verified":
@@ -1158,6 +1162,61 @@ GENERATED_PAGES = {"book/reproducibility": reproducibility_page,
                    "book/performance": performance_page}
 
 
+#: Tag of papermill's injected-parameters cell, and myst-nb's tag that keeps a cell off the page.
+_INJECTED, _REMOVE = "injected-parameters", "remove-cell"
+
+
+def publishable(nb: dict, root: Path) -> dict:
+    """An executed notebook as its page shows it (the executed copy itself is not changed).
+
+    * papermill's injected-parameters cell is tagged ``remove-cell`` (the page's profile
+      admonition lists the values that differ from the defaults instead);
+    * ``stderr`` streams are dropped: progress-bar frames and warnings belong to the console
+      (the runner's ``--log-output``), not to the page; a chapter states in prose or in a check
+      what a reader must know;
+    * absolute paths of the machine that ran it (the repository root, the home folder) in the
+      remaining text outputs are written relative to the repository (``~`` for the home).
+
+    Args:
+      nb: the executed notebook (nbformat 4 JSON), not modified.
+      root: the repository root the chapter ran in.
+
+    Returns:
+      A new notebook dict.
+    """
+    nb = json.loads(json.dumps(nb))
+    subs = [(str(Path(root).resolve()) + os.sep, ""), (str(Path(root).resolve()), "."),
+            (str(Path.home()) + os.sep, "~" + os.sep)]
+
+    def scrub(text):
+        if isinstance(text, list):
+            text = "".join(text)
+        for a, b in subs:
+            text = text.replace(a, b)
+        return text
+
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if _INJECTED in tags and _REMOVE not in tags:
+            tags.append(_REMOVE)
+        outputs = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                if out.get("name") == "stderr":
+                    continue
+                out["text"] = scrub(out.get("text", ""))
+            elif out.get("output_type") in ("execute_result", "display_data"):
+                data = out.get("data", {})
+                for mime in ("text/plain", "text/markdown", "text/html"):
+                    if mime in data:
+                        data[mime] = scrub(data[mime])
+            outputs.append(out)
+        cell["outputs"] = outputs
+    return nb
+
+
 def _stage(root: Path, paths: BuildPaths) -> Path:
     """Copy the book sources to ``_build/stage`` with the executed notebooks in place."""
     import yaml
@@ -1179,7 +1238,7 @@ def _stage(root: Path, paths: BuildPaths) -> Path:
         if not ex.is_file():
             missing.append(ch.name)
             continue
-        nb = json.loads(ex.read_text())
+        nb = publishable(json.loads(ex.read_text()), root)
         rec_path = paths.records / f"{ch.name}.json"
         note = profile_note(ch, RunRecord.load(rec_path) if rec_path.is_file() else None)
         at = 1 if nb["cells"] and nb["cells"][0]["cell_type"] == "markdown" else 0

@@ -66,7 +66,12 @@ def book(tmp_path: Path) -> Path:
         "display(Markdown(checks.summary()))"]),
         root / "book" / "01_alpha.ipynb")
     nbformat.write(_notebook("2. Beta", 'profile: str = "quick"  # profile\nk: int = 1  # k\n',
-                             ["print('beta', k)", "assert k != 13, 'unlucky k'"]),
+                             ["print('beta', k)", "assert k != 13, 'unlucky k'",
+                              # console noise that must not reach the page (runner.publishable)
+                              "import os, sys, warnings\n"
+                              "sys.stderr.write('loop:  ' + str(5 * 10) + '%|## | 1/2\\n')\n"
+                              "warnings.warn('a warning ' + 'for the console')\n"
+                              "print('cwd', os.getcwd())"]),
                    root / "book" / "02_beta.ipynb")
     (root / "book" / "profiles" / "01_alpha.yaml").write_text(
         "gpu: it needs a GPU for test reasons.\nfull:\n  n: 7\n  widths: [4, 8]\n"

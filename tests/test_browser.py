@@ -299,6 +299,61 @@ def check_links(root: Path, pages: list[Path] | None = None) -> list[str]:
     return problems
 
 
+class _Outputs(html.parser.HTMLParser):
+    """The text inside a page's cell outputs (``div.cell_output``), one string per output."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.outputs: list[str] = []
+        self._depth = 0  # div nesting inside the current output (0: outside)
+
+    def handle_starttag(self, tag, attrs):
+        if tag != "div":
+            return
+        if self._depth:
+            self._depth += 1
+        elif "cell_output" in (dict(attrs).get("class") or "").split():
+            self._depth = 1
+            self.outputs.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data):
+        if self._depth:
+            self.outputs[-1] += data
+
+
+#: What a reader must never see in a cell output: progress-bar frames, warnings, tracebacks,
+#: and paths of the machine that built the page.
+CONSOLE_NOISE = {
+    "progress-bar frame": re.compile(r"\d+%\|"),
+    "progress-bar rate": re.compile(r"(it/s|s/it)\]"),
+    "warning": re.compile(r"\b\w*Warning\b"),
+    "traceback": re.compile(r"Traceback \(most recent call last\)"),
+    "site-packages path": re.compile(r"site-packages"),
+    "absolute path of the builder": re.compile(
+        "|".join(re.escape(str(p)) for p in (REPO.resolve(), Path.home()) if str(p) != "/")),
+}
+
+
+def check_console_noise(root: Path, pages: list[Path] | None = None) -> list[str]:
+    """Cell outputs that show console noise (:data:`CONSOLE_NOISE`)."""
+    problems = []
+    for page in pages if pages is not None else sorted(root.rglob("*.html")):
+        parser = _Outputs()
+        parser.feed(page.read_text(errors="replace"))
+        for text in parser.outputs:
+            for what, pattern in CONSOLE_NOISE.items():
+                m = pattern.search(text)
+                if m:
+                    i = m.start()
+                    problems.append(f"{page.relative_to(root)}: {what} in a cell output: "
+                                    f"{text[max(0, i - 40):i + 40]!r}")
+    return problems
+
+
 def check_references(root: Path, pages: list[Path] | None = None) -> list[str]:
     """Cross-references, equation references and citations rendered as links.
 
@@ -777,6 +832,10 @@ def test_references_and_citations_are_links(built_html):
     assert_no_problems(problems)
 
 
+def test_pages_show_no_console_noise(built_html):
+    assert_no_problems(check_console_noise(built_html))
+
+
 def test_launch_links_name_repository_notebooks(built_html):
     url, branch = _repository()
     problems = check_launch_links(built_html, REPO, url, branch)
@@ -1091,3 +1150,20 @@ def test_checks_report_a_missing_notebook_download(site_copy):
         (root / page).write_text(text)
         problems = check_download(url, root, page, notebook=True)
     assert any("is not served" in p for p in problems), problems
+
+
+def test_checks_report_console_noise(site_copy):
+    root, pages = site_copy
+    chapter = next(p for p in pages if "cell_output" in (root / p).read_text())
+    path = root / chapter
+    assert check_console_noise(root, [path]) == []
+    text = path.read_text()
+    i = text.index('<div class="cell_output')
+    j = text.index(">", i) + 1
+    noise = (f"<pre>Haar:  25%|##5  | 1/4 [00:00&lt;00:01,  1.52it/s]\n"
+             f"{Path.home()}/x/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found"
+             "</pre>")
+    path.write_text(text[:j] + noise + text[j:])
+    found = {p.split(": ")[1].split(" in a cell")[0] for p in check_console_noise(root, [path])}
+    assert found == {"progress-bar frame", "progress-bar rate", "warning", "site-packages path",
+                     "absolute path of the builder"}, found

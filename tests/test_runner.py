@@ -135,6 +135,13 @@ def test_run_cache_failure_and_build(book):
     assert "python -m ntklit run 01_alpha --profile full" in _text(alpha)
     assert 'class="note admonition"' in beta and "needs a GPU" not in beta
     assert "computed with the quick profile on cpu" in _text(beta)
+    assert "parameters: defaults" in _text(beta) and "parameters: defaults" in _text(alpha)
+    # The page shows no console noise, no injected-parameters cell and no absolute path.
+    assert "cwd book" in _text(beta) and str(book) not in beta
+    assert "50%|" not in beta and "a warning for the console" not in beta
+    assert "Parameters" not in _text(beta) and "injected" not in beta
+    executed_beta = (book / "_build" / "executed" / "02_beta.ipynb").read_text()
+    assert "a warning for the console" in executed_beta, "the executed copy keeps everything"
     assert _tree_digest(book) == before, "a run modified files outside _build"
 
     # Unchanged inputs: skipped. A changed parameter: re-run.
@@ -267,3 +274,25 @@ def test_verification_schema_errors(tmp_path, edit, match):
     path.write_text(json.dumps(good))
     with pytest.raises(runner.RunnerError, match=match):
         runner.load_verification(path)
+
+
+def test_publishable_hides_injected_cell_stderr_and_local_paths(tmp_path):
+    root = tmp_path / "repo"
+    nb = nbformat.v4.new_notebook()
+    inj = nbformat.v4.new_code_cell("# Parameters\nn = 4\n")
+    inj.metadata["tags"] = ["injected-parameters"]
+    body = nbformat.v4.new_code_cell("run()")
+    body.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="x:  10%|#   | 1/10 [00:01<00:09]"),
+        nbformat.v4.new_output("stream", name="stdout", text=f"wrote {root}/book/out.json\n"),
+        nbformat.v4.new_output("display_data", data={"text/markdown": f"see `{Path.home()}/x`"}),
+    ]
+    nb.cells = [inj, body]
+    original = json.dumps(nb)
+    page = runner.publishable(json.loads(original), root)
+    assert json.dumps(nb) == original, "the input is not modified"
+    assert "remove-cell" in page["cells"][0]["metadata"]["tags"]
+    outs = page["cells"][1]["outputs"]
+    assert [o["output_type"] for o in outs] == ["stream", "display_data"]
+    assert outs[0]["text"] == "wrote book/out.json\n"
+    assert outs[1]["data"]["text/markdown"] == "see `~/x`"
