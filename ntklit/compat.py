@@ -20,7 +20,8 @@ module imports tensorflow, which this project never installs.
   clear ``ImportError``: tensorflow is never imported.
 
 Every patch is listed in ``PATCHES`` (``applied`` says whether the installed versions
-needed it); ``tests/test_compat.py`` covers each one and exercises every NT feature the book
+needed it, ``needed_on`` on which tested JAX versions it was measured as needed);
+``tests/test_compat.py`` covers each one and exercises every NT feature the book
 uses. The patches, and why:
 
 Import time (names NT imports or reads):
@@ -72,6 +73,44 @@ Run time (behaviour changes, patched in NT's modules):
   ``core.eval_context`` computes eagerly only when the kernel and targets are concrete (as
   on the JAX NT was written for), and is a no-op when they are traced.
 
+Deprecation warnings (JAX's "will become an error" warnings raised by NT code):
+
+* ``linear_util.wrap_init is missing a DebugInfo`` (``DeprecationWarning``): raised by NT's
+  own ``_get_primals_out_and_pullback`` (``lu.wrap_init(fn)``), which the compat layer
+  replaces on every tested JAX; the replacement uses public ``jax.linearize`` and never calls
+  ``wrap_init``, so the warning is gone wherever the patch is installed (a test asserts both
+  that NT's original raises it and that the patched ``STRUCTURED_DERIVATIVES`` raises no
+  ``DeprecationWarning``).
+* ``jnp.size``/``jnp.shape`` of abstract values and ``jnp.dtype(array)``: patched (above).
+* No other JAX deprecation warning is raised by the NT features that the tests exercise on
+  the tested versions (the compat tests run them with ``DeprecationWarning`` as an error).
+
+Tested versions (``TESTED_VERSIONS``; ``requirements.txt`` locks the newest JAX per Python):
+
+=========  ============  ==================================================================
+Python     JAX           role
+=========  ============  ==================================================================
+3.11       0.10.2        the newest JAX for Python 3.11; the lock on 3.11 (CI's first leg)
+3.12       0.11.2        the GPU node's (Python 3.12.3; ``NTKLIT_JAX=0.11.2``)
+3.12       0.12.0.1      the lock on Python 3.12
+3.13       0.12.0.1      the lock on Python 3.13 (CI's second leg)
+=========  ============  ==================================================================
+
+Every patch above was measured as needed on each tested JAX (``Patch.needed_on``; a test
+asserts that the probe's answer on the installed JAX equals the recorded one), except
+``jax.core.ShapedArray``, ``eval_context``, ``AbstractValue`` and ``Value``, which every
+tested JAX still exports (they are recorded for older or newer JAX).
+
+Known neural-tangents behaviours (NT's own, on every tested JAX; not patched):
+
+* ``nt.batch`` (serial batching) returns a ``Kernel`` with ``x1_is_x2=True`` when ``x2``
+  equals the first rows of ``x1`` (e.g. ``x2 = x1[:2]`` with batch size 8), where the
+  unbatched kernel says ``False``; the kernel values agree.
+* ``stax.FanInSum``/``FanInProd`` of branches that are not mean-zero Gaussian (e.g. ending in
+  a nonlinearity) raise ``NotImplementedError`` in ``kernel_fn``, by design; and
+  ``stax.Elementwise(fn)`` without ``nngp_fn`` has no analytic kernel (use
+  ``stax.ElementwiseNumerical``).
+
 Not patched, checked to work: ``jax.core.eval_context`` in ``stax.linear`` (attention
 positional embeddings; its inputs are always static), ``gradient_descent_mse_ensemble``
 (does not use ``eval_context``), ``nt.linearize``, ``nt.taylor_expand``, ``nt.batch``,
@@ -91,7 +130,50 @@ import sys
 import types
 from dataclasses import dataclass
 
-__all__ = ["apply", "PATCHES", "Patch", "applied"]
+__all__ = ["apply", "PATCHES", "Patch", "applied", "TESTED_VERSIONS", "TESTED_JAX",
+           "TestedVersion", "installed_versions", "is_tested"]
+
+
+@dataclass(frozen=True)
+class TestedVersion:
+    """One (Python, JAX) pair on which the test suite passed.
+
+    Attributes:
+      python: ``"major.minor"`` of the interpreter.
+      jax: the exact ``jax.__version__`` (``jaxlib`` the same).
+      role: why it is tested (the lock, the GPU node's, CI's legs).
+    """
+
+    __test__ = False  # not a pytest class
+
+    python: str
+    jax: str
+    role: str
+
+
+#: The supported range: every (Python, JAX) pair the tests ran on. ``requirements.txt`` gives
+#: each Python the newest of them; ``NTKLIT_JAX=0.11.2 bash scripts/setup.sh`` the GPU node's.
+TESTED_VERSIONS: tuple[TestedVersion, ...] = (
+    TestedVersion("3.11", "0.10.2", "the newest JAX for Python 3.11; the lock on 3.11"),
+    TestedVersion("3.12", "0.11.2", "the GPU node's (Python 3.12.3)"),
+    TestedVersion("3.12", "0.12.0.1", "the lock on Python 3.12"),
+    TestedVersion("3.13", "0.12.0.1", "the lock on Python 3.13 (CI's second leg)"),
+)
+
+#: The tested JAX versions, oldest first.
+TESTED_JAX: tuple[str, ...] = tuple(dict.fromkeys(v.jax for v in TESTED_VERSIONS))
+
+_ALL_TESTED = TESTED_JAX
+# Measured, not guessed: on which tested JAX each patch's probe found it needed (every
+# tested set has SciPy 1.17.1). tests/test_compat.py asserts, on the installed JAX, that the
+# probe's answer equals this record; a new JAX whose answer differs fails that test, and the
+# record is updated from the run.
+_NEEDED_ON: dict[str, tuple[str, ...]] = {
+    "jax.core.ShapedArray": (),
+    "jax.core.eval_context": (),
+    "jax.core.AbstractValue": (),
+    "jax.core.Value": (),
+}
 
 
 @dataclass(frozen=True)
@@ -102,11 +184,13 @@ class Patch:
       name: the patched location, e.g. ``"jax.core.Jaxpr"``.
       reason: why neural-tangents needs it.
       applied: whether it was needed (and applied) on the installed JAX.
+      needed_on: the tested JAX versions (``TESTED_JAX``) on which it was measured as needed.
     """
 
     name: str
     reason: str
     applied: bool
+    needed_on: tuple[str, ...] = ()
 
 
 PATCHES: list[Patch] = []
@@ -114,7 +198,20 @@ _APPLIED = False
 
 
 def _record(name: str, reason: str, applied: bool) -> None:
-    PATCHES.append(Patch(name, reason, applied))
+    PATCHES.append(Patch(name, reason, applied, _NEEDED_ON.get(name, _ALL_TESTED)))
+
+
+def installed_versions() -> tuple[str, str]:
+    """``(python "major.minor", jax.__version__)`` of this interpreter."""
+    import jax
+
+    return "%d.%d" % sys.version_info[:2], jax.__version__
+
+
+def is_tested() -> bool:
+    """Whether the installed (Python, JAX) pair is one of ``TESTED_VERSIONS``."""
+    py, jx = installed_versions()
+    return any(v.python == py and v.jax == jx for v in TESTED_VERSIONS)
 
 
 def _add_attr(obj, attr: str, value, reason: str, where: str) -> None:

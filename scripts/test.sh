@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: set up the environment and the browser, then pytest (unit tests, every
 # chapter executed with papermill in the quick profile, the book built with warnings as errors
-# and checked, in headless Chromium too).
+# and checked, in headless Chromium too; the wheel built and used in a fresh venv).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k runner`.
 # PYTHON=python3.13 picks the interpreter (and with it the JAX of requirements.txt), as for
 # scripts/setup.sh; NTKLIT_VENV names the environment's folder (default .venv).

@@ -1,8 +1,12 @@
 """Tests of :mod:`ntklit.compat`: neural-tangents 0.6.5 on current JAX, without tensorflow.
 
-Three groups: (1) every patch in ``compat.PATCHES`` (the name exists, the behaviour is fixed,
+Five groups: (1) every patch in ``compat.PATCHES`` (the name exists, the behaviour is fixed,
 the patch is additive); (2) tensorflow is never imported; (3) every neural-tangents feature
-the book uses, checked against independent closed forms in float64.
+the book uses, checked against independent closed forms in float64; (4) the supported range
+(``TESTED_VERSIONS``, the lock, each patch's measured need on the installed JAX); (5)
+neural-tangents beyond the book (branches, batching, float32 Monte Carlo, Taylor expansions,
+attention, pooling, CNNs in every implementation). CI runs this file on the oldest and the
+newest tested JAX.
 
 Float64 is switched on for this module only (a module-scoped fixture restores the previous
 setting), so other test files running in the same process are unaffected.
@@ -12,10 +16,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import types
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +37,7 @@ from neural_tangents import stax  # noqa: E402
 empirical_mod = sys.modules["neural_tangents._src.empirical"]
 predict_mod = sys.modules["neural_tangents._src.predict"]
 
+REPO = Path(__file__).resolve().parent.parent
 EPS64 = np.finfo(np.float64).eps
 # ReLU kernels evaluate arccos(c) near c = 1 (the diagonal), where a rounding error of eps in
 # c moves the angle by ~sqrt(2 eps): two correct evaluations (jit vs eager, image vs vector
@@ -730,3 +737,244 @@ def test_linearize_and_taylor_expand():
     err1 = _rel(nt.linearize(apply_fn, p0)(p1, x), apply_fn(p1, x))
     err2 = _rel(nt.taylor_expand(apply_fn, p0, 2)(p1, x), apply_fn(p1, x))
     assert err2 < err1 / 10, (err1, err2)
+
+
+# ------------------------------------------------------------------------------------------
+# 4. The supported range: tested versions and the measured need of every patch
+# ------------------------------------------------------------------------------------------
+
+
+def test_installed_versions_are_tested_and_documented():
+    py, jx = compat.installed_versions()
+    assert compat.is_tested(), (
+        f"Python {py} with jax {jx} is not in compat.TESTED_VERSIONS: run the whole suite on "
+        "it, then add it there (and to the compat docstring's table)")
+    # the docstring's table (shown on the API page) lists exactly the tested pairs
+    rows = re.findall(r"^(3\.\d+)\s+(\d[\d.]*)\s+\S", compat.__doc__, re.M)
+    assert rows == [(v.python, v.jax) for v in compat.TESTED_VERSIONS]
+    assert compat.TESTED_JAX == ("0.10.2", "0.11.2", "0.12.0.1")
+
+
+def test_requirements_lock_the_newest_tested_jax_per_python():
+    lock = (REPO / "requirements.txt").read_text()
+    pins = re.findall(r'^jax\[cpu\]==(\S+); python_version ([<>=]+) "(3\.\d+)"', lock, re.M)
+    assert pins, "requirements.txt pins jax per Python with environment markers"
+    for jx, op, bound in pins:
+        pys = [v.python for v in compat.TESTED_VERSIONS
+               if eval(f"{tuple(map(int, v.python.split('.')))} {op} "  # noqa: S307
+                       f"{tuple(map(int, bound.split('.')))}")]
+        assert pys, (jx, op, bound)
+        for p in pys:  # the lock gives each tested Python the newest JAX tested on it
+            newest = max((v.jax for v in compat.TESTED_VERSIONS if v.python == p),
+                         key=lambda s: tuple(map(int, s.split("."))))
+            assert jx == newest, (p, jx, newest)
+
+
+def test_patch_needed_on_matches_the_installed_jax():
+    """``Patch.needed_on`` is a measurement: on a tested JAX, the probe's answer (``applied``)
+    must be what was recorded for that version."""
+    jx = jax.__version__
+    if jx not in compat.TESTED_JAX:
+        pytest.skip(f"jax {jx} is not a tested version")
+    wrong = [(p.name, p.applied, p.needed_on) for p in compat.PATCHES
+             if p.applied != (jx in p.needed_on)]
+    assert not wrong, f"on jax {jx} the measured need differs from compat._NEEDED_ON: {wrong}"
+    for p in compat.PATCHES:
+        assert set(p.needed_on) <= set(compat.TESTED_JAX), p
+
+
+def test_wrap_init_deprecation_only_in_nt_original():
+    """NT's own ``_get_primals_out_and_pullback`` calls ``lu.wrap_init(fn)`` without a
+    ``DebugInfo`` (a ``DeprecationWarning`` on current JAX); the compat replacement does not."""
+    init_fn, apply_fn, _ = _fcn()
+    x = jax.random.normal(jax.random.key(40), (3, 5))
+    _, params = init_fn(jax.random.key(41), x.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        k = nt.empirical_ntk_fn(apply_fn, implementation=3)(x, None, params)
+    assert _rel(k, nt.empirical_ntk_fn(apply_fn, implementation=1)(x, None, params)) < 1e-12
+    if _patch("neural_tangents._src.empirical._get_primals_out_and_pullback").applied:
+        original = _original(empirical_mod, "_get_primals_out_and_pullback")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(TypeError):
+                original(lambda p: apply_fn(p, x), empirical_mod._MODE.DF_DY, True, True,
+                         None, params)
+        dep = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+        assert all("wrap_init" in m for m in dep), dep
+
+
+# ------------------------------------------------------------------------------------------
+# 5. neural-tangents beyond what the book uses: branches, batching, Monte Carlo in float32,
+#    Taylor expansions, attention and pooling, CNNs in every implementation
+# ------------------------------------------------------------------------------------------
+
+
+def _branchy():
+    """Dense -> FanOut(3) -> parallel(ReLU branch, Erf branch, identity) -> FanInSum -> ReLU
+    -> Dense: every branch ends mean-zero Gaussian, as ``FanInSum`` requires."""
+    return stax.serial(
+        stax.Dense(16, W_std=1.5, b_std=0.1), stax.FanOut(3),
+        stax.parallel(stax.serial(stax.Relu(), stax.Dense(16, W_std=1.3, b_std=0.2)),
+                      stax.serial(stax.Erf(), stax.Dense(16, W_std=1.2)),
+                      stax.Identity()),
+        stax.FanInSum(), stax.Relu(), stax.Dense(2, W_std=1.1, b_std=0.3))
+
+
+def _attention():
+    """Sequence model: Dense, global self-attention, ReLU, average pooling, Dense."""
+    return stax.serial(stax.Dense(6, W_std=1.2), stax.GlobalSelfAttention(6, 4, 4, n_heads=2),
+                       stax.Relu(), stax.GlobalAvgPool(), stax.Dense(2))
+
+
+def _cnn_branches_pooling():
+    return stax.serial(
+        stax.Conv(4, (2, 2), padding="SAME", W_std=1.4, b_std=0.1), stax.FanOut(2),
+        stax.parallel(stax.serial(stax.Relu(), stax.AvgPool((2, 2), padding="SAME")),
+                      stax.serial(stax.Erf(), stax.SumPool((2, 2), padding="SAME"))),
+        stax.FanInConcat(axis=-1), stax.Conv(3, (2, 2)), stax.Relu(), stax.Flatten(),
+        stax.Dense(2))
+
+
+def test_batch_over_branches_equals_unbatched():
+    _, _, kernel_fn = _branchy()
+    rng = np.random.default_rng(30)
+    x1, x2 = rng.normal(size=(6, 5)), rng.normal(size=(4, 5))
+    full = _kjit(kernel_fn)(x1, x2, ("nngp", "ntk"))
+    full11 = _kjit(kernel_fn)(x1, None, ("nngp", "ntk"))
+    for kwargs in ({"batch_size": 2}, {"batch_size": 3, "store_on_device": False},
+                   {"batch_size": 2, "device_count": 0}):
+        got = nt.batch(kernel_fn, **kwargs)(x1, x2, ("nngp", "ntk"))
+        assert _rel(got.nngp, full.nngp) < RELU_TOL and _rel(got.ntk, full.ntk) < RELU_TOL
+        got = nt.batch(kernel_fn, **kwargs)(x1, None, ("nngp", "ntk"))
+        assert _rel(got.nngp, full11.nngp) < RELU_TOL and _rel(got.ntk, full11.ntk) < RELU_TOL
+    # the whole Kernel object (get=None) too, over a CNN with branches and pooling
+    _, _, kcnn = _cnn_branches_pooling()
+    xi = rng.normal(size=(4, 4, 4, 2))
+    ref = kcnn(xi, xi[2:], None)
+    got = nt.batch(kcnn, batch_size=2)(xi, xi[2:], None)
+    assert _rel(got.ntk, ref.ntk) < RELU_TOL and _rel(got.nngp, ref.nngp) < RELU_TOL
+    assert got.ntk.shape == (4, 2)
+
+
+def test_batch_x1_is_x2_flag_for_leading_rows():
+    """NT's known behaviour (compat docstring): serial batching says ``x1_is_x2=True`` when
+    ``x2`` equals the first rows of ``x1``; the unbatched kernel says False; values agree."""
+    _, _, kernel_fn = _branchy()
+    x1 = np.random.default_rng(31).normal(size=(4, 5))
+    ref = kernel_fn(x1, x1[:2], None)
+    got = nt.batch(kernel_fn, batch_size=8)(x1, x1[:2], None)
+    assert not ref.x1_is_x2 and got.x1_is_x2
+    assert _rel(got.ntk, ref.ntk) < RELU_TOL
+
+
+def test_monte_carlo_float32():
+    """In float32: the NTK of one Dense layer does not depend on its weights, so the Monte
+    Carlo estimate equals the analytic kernel to float32 rounding; for a ReLU network the
+    estimate lies within 6 standard errors (plus float32 rounding) of the analytic kernel."""
+    jax.config.update("jax_enable_x64", False)
+    try:
+        x = jnp.asarray(np.random.default_rng(32).normal(size=(4, 3)), jnp.float32)
+        init_fn, apply_fn, kernel_fn = stax.Dense(5, W_std=1.3, b_std=0.4)
+        for impl in (1, 2, 3):
+            got = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(33), 4,
+                                           implementation=impl)(x, None, "ntk")
+            assert got.dtype == jnp.float32
+            assert _rel(got, kernel_fn(x, None, "ntk")) < 20 * np.finfo(np.float32).eps
+
+        init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(64, W_std=1.5, b_std=0.2),
+                                                   stax.Relu(), stax.Dense(1, W_std=1.1))
+        n = 32
+        got = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(34), n,
+                                       batch_size=2)(x, None, ("nngp", "ntk"))
+        exact = kernel_fn(x, None, ("nngp", "ntk"))
+        ekf = jax.jit(jax.vmap(lambda key: nt.empirical_kernel_fn(apply_fn)(
+            x, None, ("nngp", "ntk"), init_fn(key, x.shape)[1])))
+        draws = ekf(jax.random.split(jax.random.key(35), 32))
+        for i, name in enumerate(("nngp", "ntk")):
+            assert getattr(got, name).dtype == jnp.float32
+            se = np.asarray(draws[i], np.float64).std(axis=0, ddof=1) / math.sqrt(n)
+            err = np.abs(np.asarray(getattr(got, name), np.float64)
+                         - np.asarray(getattr(exact, name), np.float64))
+            assert np.all(err <= 6 * se + 1e-5 * np.abs(np.asarray(getattr(exact, name)))), \
+                (name, err / se)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+def test_taylor_expand_second_order_exact():
+    """``nt.taylor_expand(f, p0, 2)(p0 + dp) = f + J dp + dp^T H dp / 2`` exactly (nested
+    JVPs), degree 1 equals ``nt.linearize``, and both work under ``jit`` and ``grad``."""
+    init_fn, apply_fn, _ = _branchy()
+    x = jax.random.normal(jax.random.key(36), (3, 5))
+    _, p0 = init_fn(jax.random.key(37), x.shape)
+    dp = jax.tree_util.tree_map(lambda a: 0.1 * jnp.sin(jnp.arange(a.size) + 1.0)
+                                .reshape(a.shape), p0)
+    p1 = jax.tree_util.tree_map(jnp.add, p0, dp)
+    f = lambda p: apply_fn(p, x)  # noqa: E731
+    f0, df = jax.jvp(f, (p0,), (dp,))
+    d2f = jax.jvp(lambda p: jax.jvp(f, (p,), (dp,))[1], (p0,), (dp,))[1]
+    t2 = jax.jit(nt.taylor_expand(apply_fn, p0, 2))(p1, x)
+    assert _rel(t2, f0 + df + d2f / 2) < 1e-12
+    t1 = nt.taylor_expand(apply_fn, p0, 1)(p1, x)
+    lin = nt.linearize(apply_fn, p0)
+    assert _rel(t1, lin(p1, x)) < 1e-14 and _rel(lin(p1, x), f0 + df) < 1e-12
+    g = jax.grad(lambda p: jnp.sum(lin(p, x)))(p1)  # gradient of the linear model = J^T 1
+    ref = jax.grad(lambda p: jnp.sum(jax.jvp(f, (p0,), (jax.tree_util.tree_map(
+        jnp.subtract, p, p0),))[1]))(p1)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref), strict=True):
+        assert _rel(a, b) < 1e-12
+
+
+@pytest.mark.filterwarnings("ignore:Linear scaling attention:UserWarning")
+def test_attention_kernel_closed_form():
+    """With zero keys (``W_key_std=0``) the attention logits vanish, so softmax attention
+    averages the values: after ``GlobalAvgPool`` the NNGP is
+    :math:`W_o^2 W_v^2 \\bar x \\cdot \\bar x' / d + b^2` (:math:`\\bar x` the sequence mean)."""
+    x = np.random.default_rng(38).normal(size=(3, 5, 4))
+    Wv, Wo, b = 1.3, 1.1, 0.2
+    _, _, kf = stax.serial(stax.GlobalSelfAttention(8, 8, 8, n_heads=2, W_key_std=0.0,
+                                                    W_value_std=Wv, W_out_std=Wo, b_std=b),
+                           stax.GlobalAvgPool())
+    m = x.mean(axis=1)
+    assert _rel(_kjit(kf)(x, None, "nngp"), Wo ** 2 * Wv ** 2 * m @ m.T / 4 + b ** 2) < 1e-12
+    # with a nonlinearity after it the kernels stay symmetric PSD, NTK >= NNGP on the diagonal
+    _, _, kf2 = _attention()
+    k = _kjit(kf2)(x, None, ("nngp", "ntk"))
+    for mat in (np.asarray(k.nngp), np.asarray(k.ntk)):
+        assert np.allclose(mat, mat.T, rtol=1e-12) and np.linalg.eigvalsh(mat).min() > -1e-12
+    assert np.all(np.diag(np.asarray(k.ntk)) >= np.diag(np.asarray(k.nngp)))
+
+
+def _direct_ntk(apply_fn, params, x1, x2):
+    """Trace-averaged NTK :math:`J_1 J_2^T / k` from ``jax.jacobian`` (float64)."""
+    jac = jax.jit(jax.jacobian(apply_fn))
+    j1, j2 = jac(params, x1), jac(params, x2)
+    full = sum(np.einsum("iap,jbp->ijab", np.asarray(a).reshape(a.shape[:2] + (-1,)),
+                         np.asarray(b).reshape(b.shape[:2] + (-1,)))
+               for a, b in zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2),
+                               strict=True))
+    return np.einsum("ijaa->ij", full) / full.shape[-1]
+
+
+@pytest.mark.parametrize("net", ["cnn", "cnn_branches_pooling", "attention"])
+def test_empirical_ntk_four_implementations(net, capsys):
+    """Every implementation (AUTO included) on CNNs, branches with pooling, and attention,
+    against the direct Jacobian contraction, with DeprecationWarnings as errors."""
+    if net == "attention":
+        init_fn, apply_fn, _ = _attention()
+        shape1, shape2 = (3, 5, 4), (2, 5, 4)
+    else:
+        init_fn, apply_fn, _ = _cnn() if net == "cnn" else _cnn_branches_pooling()
+        shape1, shape2 = (3, 6, 6, 2), (2, 6, 6, 2)
+    x1 = jax.random.normal(jax.random.key(42), shape1)
+    x2 = jax.random.normal(jax.random.key(43), shape2)
+    _, params = init_fn(jax.random.key(44), x1.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        ks = _ntks(apply_fn, params, x1, x2, impls=(0, 1, 2, 3))
+    assert "flops" in capsys.readouterr().out
+    direct = _direct_ntk(apply_fn, params, x1, x2)
+    for impl, k in ks.items():
+        assert k.shape == (3, 2), impl
+        assert _rel(k, direct) < 1e-10, impl
