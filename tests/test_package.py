@@ -38,7 +38,7 @@ nngp_np, ntk_np = kernels.fcn_kernels(x, depth=2, W_std=1.4, b_std=0.1)
 assert np.max(np.abs(ntk - ntk_np)) < 1e-8 * np.max(np.abs(ntk_np)), "analytic NTK"
 init_fn, apply_fn, _ = nets.fcn(2, 16, W_std=1.4, b_std=0.1, init="orthogonal")
 _, params = init_fn(jax.random.key(1), x.shape)
-w = np.asarray(params[1][0])  # the 16 x 16 hidden weight: W^T W = 16 I
+w = np.asarray(params[2][0])  # the 16 x 16 hidden weight (params[1]: the ReLU): W^T W = 16 I
 assert np.allclose(w.T @ w, 16 * np.eye(16), atol=1e-10), "orthogonal init"
 q = np.asarray(init.orthogonal(jax.random.key(2), (3, 5), jax.numpy.float64))
 assert np.allclose(q @ q.T, 5 * np.eye(3), atol=1e-10)
@@ -93,9 +93,13 @@ def test_wheel_metadata(wheel):
         text = zf.read(mpath).decode()
     assert "ntklit/compat.py" in names and "ntklit/__main__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "book/"))]
+    from packaging.requirements import Requirement
+
     requires = re.findall(r"^Requires-Dist: (.+)$", text, re.M)
-    for dep in meta["dependencies"]:
-        assert any(r.replace(" ", "").startswith(dep.replace(" ", "")) for r in requires), dep
+    parsed = [Requirement(r) for r in requires]
+    for dep in map(Requirement, meta["dependencies"]):  # same name and range, no marker
+        assert any(r.name == dep.name and r.specifier == dep.specifier and r.marker is None
+                   for r in parsed), dep
     assert not any("neural-tangents" in r or "tensorflow" in r for r in requires)
     assert any("extra ==" in r and "book" in r and "papermill" in r for r in requires)
     for name in ("jax", "numpy", "scipy", "sympy", "matplotlib", "optax", "scikit-learn",
