@@ -1158,8 +1158,7 @@ def test_checks_report_console_noise(site_copy):
     path = root / chapter
     assert check_console_noise(root, [path]) == []
     text = path.read_text()
-    i = text.index('<div class="cell_output')
-    j = text.index(">", i) + 1
+    j = re.search(r"<div[^>]*class=\"[^\"]*\bcell_output\b[^>]*>", text).end()
     noise = (f"<pre>Haar:  25%|##5  | 1/4 [00:00&lt;00:01,  1.52it/s]\n"
              f"{Path.home()}/x/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found"
              "</pre>")
