@@ -163,7 +163,6 @@ TESTED_VERSIONS: tuple[TestedVersion, ...] = (
 #: The tested JAX versions, oldest first.
 TESTED_JAX: tuple[str, ...] = tuple(dict.fromkeys(v.jax for v in TESTED_VERSIONS))
 
-_ALL_TESTED = TESTED_JAX
 # Measured, not guessed: on which tested JAX each patch's probe found it needed (every
 # tested set has SciPy 1.17.1). tests/test_compat.py asserts, on the installed JAX, that the
 # probe's answer equals this record; a new JAX whose answer differs fails that test, and the
@@ -198,7 +197,7 @@ _APPLIED = False
 
 
 def _record(name: str, reason: str, applied: bool) -> None:
-    PATCHES.append(Patch(name, reason, applied, _NEEDED_ON.get(name, _ALL_TESTED)))
+    PATCHES.append(Patch(name, reason, applied, _NEEDED_ON.get(name, TESTED_JAX)))
 
 
 def installed_versions() -> tuple[str, str]:

@@ -51,6 +51,10 @@ __all__ = ["ALLOWED_TYPES", "PROFILES", "GENERATED_PAGES", "Param", "Chapter", "
            "verification_path", "load_verification", "verification_state", "status_table",
            "check_budget", "publishable"]
 
+#: Tag of papermill's injected-parameters cell, and myst-nb's tag that keeps a cell off the page.
+_INJECTED, _REMOVE = "injected-parameters", "remove-cell"
+
+
 #: Annotations allowed in a chapter's parameters cell.
 ALLOWED_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
 #: Profiles the runner accepts (``auto``: ``full`` when JAX sees a GPU, else ``quick``).
@@ -869,7 +873,7 @@ def _error_info(exc: BaseException, failed_nb: Path) -> dict[str, Any]:
             nb = json.loads(failed_nb.read_text())
             # Number code cells as in the source notebook (skip papermill's injected cell).
             code_cells = [c for c in nb["cells"] if c["cell_type"] == "code" and
-                          "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+                          _INJECTED not in c.get("metadata", {}).get("tags", [])]
             for i, c in enumerate(code_cells):
                 if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
                     src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
@@ -1160,10 +1164,6 @@ def performance_page(root: Path, paths: BuildPaths) -> str:
 #: explains the page to plain ``jupyter-book build .`` users).
 GENERATED_PAGES = {"book/reproducibility": reproducibility_page,
                    "book/performance": performance_page}
-
-
-#: Tag of papermill's injected-parameters cell, and myst-nb's tag that keeps a cell off the page.
-_INJECTED, _REMOVE = "injected-parameters", "remove-cell"
 
 
 def publishable(nb: dict, root: Path) -> dict:
