@@ -884,6 +884,26 @@ def _error_info(exc: BaseException, failed_nb: Path) -> dict[str, Any]:
     return info
 
 
+def _kernel_manager_class() -> type | None:
+    """The kernel manager papermill starts chapters with: IPC transport where there are Unix sockets.
+
+    Over TCP (jupyter_client's default) every kernel logs ipykernel's "Kernel is running over
+    TCP without encryption" warning, once per chapter; a local kernel needs no network port
+    at all. ``None`` (papermill's default, TCP) on Windows, which has no IPC transport.
+    """
+    if os.name == "nt":
+        return None
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+    return IPCKernelManager
+
+
 def _strip_ansi(s: str) -> str:
     import re
 
@@ -939,6 +959,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
     for d in (paths.executed, paths.failed, paths.records):
         d.mkdir(parents=True, exist_ok=True)
 
+    kmc = _kernel_manager_class()
+    engine_kwargs = {"kernel_manager_class": kmc} if kmc else {}
     records: list[RunRecord] = []
     failures: list[str] = []
     total = len(plans)
@@ -970,7 +992,7 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
                 pm.execute_notebook(str(ch.path), str(tmp_nb), parameters=inject,
                                     kernel_name="python3", progress_bar=progress,
                                     log_output=log_output, cwd=str(ch.path.parent),
-                                    report_mode=False)
+                                    report_mode=False, **engine_kwargs)
         except Exception as exc:  # papermill raises PapermillExecutionError and others
             status = "failed"
             error = _error_info(exc, tmp_nb)
