@@ -45,6 +45,10 @@ if [ -n "$JAX_OVERRIDE" ]; then
   "$VENV/bin/python" -m pip install -q "jax[cpu]==$JAX_OVERRIDE" "jaxlib==$JAX_OVERRIDE"
 fi
 "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
-"$VENV/bin/python" -m pip install -q --no-deps -e .
+# The editable install writes ntklit.egg-info into this tree: two setups of one tree at once (CI
+# sets up its two legs' environments together) take turns for it.
+lock=()
+command -v flock >/dev/null 2>&1 && lock=(flock "${TMPDIR:-/tmp}/ntklit-setup.$(id -u).lock")
+"${lock[@]}" "$VENV/bin/python" -m pip install -q --no-deps -e .
 echo "$want" > "$stamp"
 echo "[setup] done: $("$VENV/bin/python" -c 'import jax, sys; print("Python", sys.version.split()[0], "jax", jax.__version__)')"

@@ -87,3 +87,16 @@ def _text(html: str) -> str:
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ntklit", "--root", str(root), *args],
                           capture_output=True, text=True, timeout=600)
+
+
+# Fixtures that build one shared folder (``_build/test``: every chapter executed, the HTML book)
+# are module-scoped in two files; under pytest-xdist (`scripts/test.sh` runs `-n auto --dist
+# loadgroup`) the tests that use them must share one worker, or two workers would build the same
+# folder at once.
+SHARED_BUILD_FIXTURES = frozenset({"built_book", "built_html"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SHARED_BUILD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("book"))
