@@ -884,24 +884,37 @@ def _error_info(exc: BaseException, failed_nb: Path) -> dict[str, Any]:
     return info
 
 
-def _kernel_manager_class() -> type | None:
-    """The kernel manager papermill starts chapters with: IPC transport where there are Unix sockets.
+def _kernel_manager_class(log: Path) -> type:
+    """The kernel manager papermill starts a chapter's kernel with.
 
-    Over TCP (jupyter_client's default) every kernel logs ipykernel's "Kernel is running over
-    TCP without encryption" warning, once per chapter; a local kernel needs no network port
-    at all. ``None`` (papermill's default, TCP) on Windows, which has no IPC transport.
+    * IPC transport (Unix sockets) instead of TCP where the OS has it: over TCP every kernel
+      logs ipykernel's "Kernel is running over TCP without encryption" warning; a local kernel
+      needs no network port.
+    * The kernel process's own stdout/stderr (the Jupyter stack's log lines, e.g. the
+      "KeyboardInterrupt caught in kernel" that jupyter_client's shutdown interrupt may cause,
+      and native libraries' messages) go to ``log`` instead of the runner's console; the
+      notebook's outputs are not affected (they travel over the kernel's channels).
+
+    Args:
+      log: file that receives the kernel process's output (appended to).
     """
-    if os.name == "nt":
-        return None
     from jupyter_client import AsyncKernelManager
     from traitlets import default
 
-    class IPCKernelManager(AsyncKernelManager):
-        @default("transport")
-        def _default_transport(self):
-            return "ipc"
+    class ChapterKernelManager(AsyncKernelManager):
+        if os.name != "nt":
+            @default("transport")
+            def _default_transport(self):
+                return "ipc"
 
-    return IPCKernelManager
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "ab") as f:  # the child keeps its own copy of the descriptor
+                kw.setdefault("stdout", f)
+                kw.setdefault("stderr", f)
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return ChapterKernelManager
 
 
 def _strip_ansi(s: str) -> str:
@@ -933,7 +946,9 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
     All chapters and parameters are validated before the first one runs. A chapter whose
     cache key (notebook, resolved parameters, ``ntklit`` source) matches its last successful
     run is skipped. A full or shape run without ``overrides`` writes the chapter's
-    verification record (``book/verified/<chapter>.<profile>.json``), passed or failed.
+    verification record (``book/verified/<chapter>.<profile>.json``), passed or failed. The
+    kernel process's own output (the Jupyter stack's log lines, native libraries' messages)
+    goes to ``records/<chapter>.kernel.log``, not to the console.
 
     Raises:
       RunnerError / ParameterError: invalid selection or parameters (nothing ran).
@@ -959,8 +974,6 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
     for d in (paths.executed, paths.failed, paths.records):
         d.mkdir(parents=True, exist_ok=True)
 
-    kmc = _kernel_manager_class()
-    engine_kwargs = {"kernel_manager_class": kmc} if kmc else {}
     records: list[RunRecord] = []
     failures: list[str] = []
     total = len(plans)
@@ -981,6 +994,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
              + (f"; {', '.join(f'{k}={v!r}' for k, v in inject.items() if k != 'profile')}"
                 if len(inject) > 1 else "") + ") ...")
         tmp_nb = paths.failed / f"{ch.name}.running.ipynb"
+        kernel_log = paths.records / f"{ch.name}.kernel.log"
+        kernel_log.unlink(missing_ok=True)
         checks_file = paths.failed / f"{ch.name}.checks.jsonl"
         checks_file.unlink(missing_ok=True)
         started, t0 = _now(), time.perf_counter()
@@ -992,7 +1007,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
                 pm.execute_notebook(str(ch.path), str(tmp_nb), parameters=inject,
                                     kernel_name="python3", progress_bar=progress,
                                     log_output=log_output, cwd=str(ch.path.parent),
-                                    report_mode=False, **engine_kwargs)
+                                    report_mode=False,
+                                    kernel_manager_class=_kernel_manager_class(kernel_log))
         except Exception as exc:  # papermill raises PapermillExecutionError and others
             status = "failed"
             error = _error_info(exc, tmp_nb)
@@ -1035,6 +1051,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
             if error.get("traceback"):
                 _log(_strip_ansi(error["traceback"]))
             _log(f"  executed notebook with the error: {failed_nb}")
+            if kernel_log.is_file() and kernel_log.stat().st_size:
+                _log(f"  the kernel process's own output (Jupyter and native logs): {kernel_log}")
             if fail_fast:
                 records.append(rec)
                 break
@@ -1140,9 +1158,11 @@ def performance_page(root: Path, paths: BuildPaths) -> str:
       paths: output locations (unused; the signature every generated page shares).
 
     Each results file is a JSON object; the page shows its ``title`` (or file name), ``date``,
-    ``device``, ``command``, ``config`` (a table of settings), ``summary`` (claims/targets with
-    the measured values) and ``results`` (a list of flat records, shown as a table). Other keys
-    are shown verbatim.
+    ``device``, ``command``, ``config`` (a table of settings), the figures
+    :func:`ntklit.plotting.benchmark_figures` draws from it (written as PNG files next to the
+    staged page, ``paths.stage / "book" / PERFORMANCE_FIGURES``), ``summary`` (claims/targets
+    with the measured values) and ``results`` (a list of flat records, as a table collapsed
+    under the figures). Other keys are shown verbatim.
     """
     lines = ["# Performance", "",
              "Generated from the benchmark results files in `benchmarks/results/`. Each was "
@@ -1169,17 +1189,47 @@ def performance_page(root: Path, paths: BuildPaths) -> str:
         lines.append("")
         if isinstance(data.get("config"), dict):
             lines += ["**Configuration**", ""] + _table([data["config"]]) + [""]
+        lines += _performance_figures(f.stem, data, paths)
         for key in ("summary", "results"):
             val = data.get(key)
             if isinstance(val, dict):
                 val = [{"name": k, **(v if isinstance(v, dict) else {"value": v})}
                        for k, v in val.items()]
             if isinstance(val, list) and val and all(isinstance(r, dict) for r in val):
-                lines += [f"**{key.capitalize()}**", ""] + _table(val) + [""]
+                if key == "results":  # the figures show them; the numbers one click away
+                    lines += [f":::{{dropdown}} Results table ({len(val)} rows)", ""]
+                    lines += _table(val) + ["", ":::", ""]
+                else:
+                    lines += [f"**{key.capitalize()}**", ""] + _table(val) + [""]
         rest = {k: v for k, v in data.items() if k not in known}
         if rest:
             lines += ["```json", json.dumps(rest, indent=2, default=str)[:6000], "```", ""]
     return "\n".join(lines)
+
+
+#: Folder (next to the staged performance page) of the performance page's figures.
+PERFORMANCE_FIGURES = "performance_figures"
+
+
+def _performance_figures(name: str, data: dict[str, Any], paths: BuildPaths) -> list[str]:
+    """Draw one results file's figures into the staged book; the Markdown that shows them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plotting
+
+    folder = paths.stage / "book" / PERFORMANCE_FIGURES
+    lines: list[str] = []
+    for i, (caption, fig) in enumerate(plotting.benchmark_figures(name, data)):
+        folder.mkdir(parents=True, exist_ok=True)
+        fig.savefig(folder / f"{name}_{i}.png")
+        plt.close(fig)
+        alt = caption.split(":")[0].replace("`", "")
+        lines += [f"```{{figure}} {PERFORMANCE_FIGURES}/{name}_{i}.png", f":name: perf-{name}-{i}",
+                  f":alt: {alt}", "", caption, "```", ""]
+    return lines
 
 
 #: Pages written into the staged book at build time (a tracked placeholder with the same name

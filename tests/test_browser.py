@@ -870,6 +870,31 @@ def test_download_button(built_html, book_url, doc):
     assert_no_problems(problems)
 
 
+def test_performance_page_shows_a_loaded_plot_per_benchmark_figure(built_html, context,
+                                                                   book_url):
+    """Every figure ``ntklit.plotting`` draws from ``benchmarks/results/*.json`` is on the
+    performance page, loaded and drawn at a readable size, with the results tables collapsed."""
+    from ntklit import plotting
+
+    want = sum(len(plotting.benchmark_figures(f.stem, json.loads(f.read_text())))
+               for f in sorted((REPO / "benchmarks" / "results").glob("*.json")))
+    page = context.new_page()
+    try:
+        page.goto(book_url + "book/performance.html", wait_until="load")
+        page.wait_for_function("() => [...document.images].every(i => i.complete)",
+                               timeout=TIMEOUT_MS)
+        imgs = page.evaluate("""() => [...document.querySelectorAll('figure img')].map(
+            i => [i.getAttribute('src'), i.naturalWidth, i.getBoundingClientRect().width])""")
+        closed = page.evaluate("""() => [...document.querySelectorAll('details')].filter(
+            d => !d.open && d.innerText.includes('Results table')).length""")
+    finally:
+        page.close()
+    assert len(imgs) == want > 0, imgs
+    for src, natural, shown in imgs:
+        assert natural > 300 and shown > 300, (src, natural, shown)
+    assert closed == len(list((REPO / "benchmarks" / "results").glob("*.json")))
+
+
 def test_reproducibility_page_shows_paper_scale_status(built_html, context, book_url):
     """The status table: one row per chapter, its full-profile cell saying what the committed
     verification record says (passed with its check count, stale, failed) or that the chapter
