@@ -54,7 +54,9 @@ def book(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "book" / "_ext", root / "book" / "_ext")  # local Sphinx extensions
     (root / "_toc.yml").write_text(
         "format: jb-book\nroot: book/00_intro\nchapters:\n"
-        "  - file: book/01_alpha\n  - file: book/02_beta\n  - file: book/reproducibility\n")
+        "  - file: book/01_alpha\n  - file: book/02_beta\n  - file: book/reproducibility\n"
+        "  - file: book/scorecard\n")
+    shutil.copy(REPO / "book" / "scorecard.md", root / "book" / "scorecard.md")
     (root / "book" / "00_intro.md").write_text("# 0. Intro\n\nMath $\\alpha$.\n")
     nbformat.write(_notebook("1. Alpha", PARAMS, [
         "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
@@ -62,7 +64,8 @@ def book(tmp_path: Path) -> Path:
         "assert n > 0\nprint('alpha', profile, n, scale, widths, fast)",
         "from IPython.display import Markdown, display\nfrom ntklit import checks\n"
         "checks.reset()\nchecks.check('n is positive', n > 0, f'n = {n}')\n"
-        "checks.check('n is below 100', n < 100, f'n = {n}')\n"
+        "checks.check('n is below 100', n < 100, f'n = {n}',\n"
+        "             paper='Alpha et al. 2020, Eq. 1: n_* < 100')\n"
         "display(Markdown(checks.summary()))"]),
         root / "book" / "01_alpha.ipynb")
     nbformat.write(_notebook("2. Beta", 'profile: str = "quick"  # profile\nk: int = 1  # k\n',

@@ -132,8 +132,17 @@ def test_run_cache_failure_and_build(book):
     index = Path(res.stdout.strip().splitlines()[-1])
     assert index == book / "_build" / "html" / "index.html" and index.is_file()
     html = book / "_build" / "html"
-    for page in ("00_intro", "01_alpha", "02_beta", "reproducibility", "performance"):
+    for page in ("00_intro", "01_alpha", "02_beta", "reproducibility", "performance",
+                 "scorecard"):
         assert (html / "book" / f"{page}.html").is_file()
+    # The scorecard: one row per check made with paper=..., linked to its section, the paper's
+    # statement shown literally, the full-profile column saying there is no record.
+    score = (html / "book" / "scorecard.html").read_text()
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", score, flags=re.S)[1:]
+    assert len(rows) == 1, rows
+    assert "Alpha et al. 2020, Eq. 1: n_* &lt; 100" in _text(rows[0])
+    assert "n is below 100: n = 3" in _text(rows[0]) and "pass (quick)" in _text(rows[0])
+    assert "not yet run at paper scale" in _text(rows[0]) and 'href="01_alpha.html#' in rows[0]
     perf = (html / "book" / "performance.html").read_text()
     figures = re.findall(r'<img[^>]+src="(\.\./_images/[^"]+\.png)"', perf)
     assert len(figures) >= 4 and all((html / "book" / f).is_file() for f in figures), figures
@@ -349,3 +358,31 @@ def test_benchmark_plots_handle_partial_records():
     xs, ys = ax.get_lines()[0].get_data()
     assert list(xs) == [10.0, 100.0] and list(ys) == [1.0, 10.0]
     assert plotting.benchmark_figures("unknown_cpu", {"results": rows}) == []
+
+
+def test_check_records_paper_claim_and_rejects_an_empty_one():
+    from ntklit import checks
+
+    checks.reset()
+    r = checks.check("x holds", True, "x = 1", paper="A et al. 2021: x")
+    assert r.paper == "A et al. 2021: x" and r.cell is None  # outside IPython: no cell
+    assert checks.check("y holds", True).paper is None
+    with pytest.raises(ValueError, match="paper must be a non-empty statement"):
+        checks.check("z holds", True, paper="  ")
+    checks.reset()
+
+
+def test_sections_map_cells_to_their_heading_ids():
+    from ntklit import checks
+
+    nb = {"cells": [{"cell_type": "markdown", "source": "# 1. Title\n\nText"},
+                    {"cell_type": "code", "source": "a = 1"},
+                    {"cell_type": "markdown", "source": ["## The `q` map and $\\chi_1$\n"]},
+                    {"cell_type": "code", "source": ["b = 2\n", "c = 3"]},
+                    {"cell_type": "markdown", "source": "## Checks"},
+                    {"cell_type": "markdown", "source": "## Checks"},
+                    {"cell_type": "code", "source": "d = 4"}]}
+    sec = runner._sections(nb)
+    assert sec[checks.cell_digest("a = 1")] == ("1. Title", "title")
+    assert sec[checks.cell_digest("b = 2\nc = 3")][1] == "the-q-map-and-chi-1"
+    assert sec[checks.cell_digest("d = 4")] == ("Checks", "id1")
