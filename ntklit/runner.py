@@ -884,12 +884,34 @@ def _error_info(exc: BaseException, failed_nb: Path) -> dict[str, Any]:
     return info
 
 
-def _kernel_manager_class(log: Path) -> type:
+# AF_UNIX socket paths are limited to 108 bytes (104 on macOS); leave room for "-NNNNN".
+_IPC_PATH_MAX = 96
+
+
+def _ipc_dir() -> str | None:
+    """A private, empty directory for one kernel's IPC sockets, or None where the OS has no
+    Unix sockets or the temporary directory's path is too long for one (then TCP is used)."""
+    import tempfile
+
+    if os.name == "nt":
+        return None
+    d = tempfile.mkdtemp(prefix="ntklit-ipc-")
+    if len(os.path.join(d, "kernel-00000").encode()) > _IPC_PATH_MAX:
+        os.rmdir(d)
+        return None
+    return d
+
+
+def _kernel_manager_class(log: Path, ipc_dir: str | None = None) -> type:
     """The kernel manager papermill starts a chapter's kernel with.
 
-    * IPC transport (Unix sockets) instead of TCP where the OS has it: over TCP every kernel
-      logs ipykernel's "Kernel is running over TCP without encryption" warning; a local kernel
-      needs no network port.
+    * IPC transport (Unix sockets) instead of TCP when ``ipc_dir`` is given: over TCP every
+      kernel logs ipykernel's "Kernel is running over TCP without encryption" warning; a local
+      kernel needs no network port. The sockets are created in ``ipc_dir`` (absolute; one
+      private directory per kernel, see :func:`_ipc_dir`), never in the working directory:
+      jupyter_client's default, ``kernel-ipc-N`` relative to the kernel's working directory,
+      would put them into ``book/`` (where the book build would try to copy them, and where
+      two kernels started at once would race for the same names).
     * The kernel process's own stdout/stderr (the Jupyter stack's log lines, e.g. the
       "KeyboardInterrupt caught in kernel" that jupyter_client's shutdown interrupt may cause,
       and native libraries' messages) go to ``log`` instead of the runner's console; the
@@ -897,15 +919,21 @@ def _kernel_manager_class(log: Path) -> type:
 
     Args:
       log: file that receives the kernel process's output (appended to).
+      ipc_dir: directory for the kernel's IPC sockets; None: TCP on localhost.
     """
     from jupyter_client import AsyncKernelManager
     from traitlets import default
 
     class ChapterKernelManager(AsyncKernelManager):
-        if os.name != "nt":
+        if ipc_dir is not None:
             @default("transport")
             def _default_transport(self):
                 return "ipc"
+
+            def _ip_default(self) -> str:  # jupyter_client's dynamic default for ``ip``
+                if self.transport == "ipc":
+                    return os.path.join(ipc_dir, "kernel")
+                return super()._ip_default()
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -1002,17 +1030,21 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
         status, error = "ok", None
         env_before = os.environ.get(_checks.CHECKS_FILE_ENV)
         os.environ[_checks.CHECKS_FILE_ENV] = str(checks_file)  # inherited by the kernel
+        ipc_dir = _ipc_dir()
         try:
             with _PeakRSS() as rss:
                 pm.execute_notebook(str(ch.path), str(tmp_nb), parameters=inject,
                                     kernel_name="python3", progress_bar=progress,
                                     log_output=log_output, cwd=str(ch.path.parent),
                                     report_mode=False,
-                                    kernel_manager_class=_kernel_manager_class(kernel_log))
+                                    kernel_manager_class=_kernel_manager_class(kernel_log,
+                                                                               ipc_dir))
         except Exception as exc:  # papermill raises PapermillExecutionError and others
             status = "failed"
             error = _error_info(exc, tmp_nb)
         finally:
+            if ipc_dir is not None:  # sockets a killed kernel left behind
+                shutil.rmtree(ipc_dir, ignore_errors=True)
             if env_before is None:
                 os.environ.pop(_checks.CHECKS_FILE_ENV, None)
             else:
@@ -1396,6 +1428,24 @@ def publishable(nb: dict, root: Path) -> dict:
     return nb
 
 
+def _stage_ignore(directory: str, names: list[str]) -> set[str]:
+    """What staging leaves out of ``book/``: build folders, caches, and anything that is not a
+    regular file, directory or link (sockets, FIFOs: a killed process's leftovers cannot be
+    copied and are no part of the book)."""
+    import stat
+
+    skip = {"_build", ".ipynb_checkpoints", "__pycache__"}
+    for n in names:
+        try:
+            mode = os.lstat(os.path.join(directory, n)).st_mode
+        except OSError:
+            skip.add(n)
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            skip.add(n)
+    return skip
+
+
 def _stage(root: Path, paths: BuildPaths) -> Path:
     """Copy the book sources to ``_build/stage`` with the executed notebooks in place."""
     import yaml
@@ -1404,8 +1454,7 @@ def _stage(root: Path, paths: BuildPaths) -> Path:
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__")
-    shutil.copytree(root / "book", stage / "book", ignore=ignore)
+    shutil.copytree(root / "book", stage / "book", ignore=_stage_ignore)
     shutil.copy2(root / "_toc.yml", stage / "_toc.yml")
     cfg = yaml.safe_load((root / "_config.yml").read_text())
     cfg.setdefault("execute", {})["execute_notebooks"] = "off"

@@ -34,12 +34,14 @@ PARAMS = ('profile: str = "quick"  # parameter profile (set by the runner)\n'
 
 
 def _tree_digest(root: Path) -> str:
-    """Digest of every file outside _build (to prove a run modifies no source file)."""
+    """Digest of every entry outside _build but directories (to prove a run modifies no source
+    file and leaves nothing behind: sockets and other special files count by their names)."""
     h = hashlib.sha256()
     for f in sorted(root.rglob("*")):
-        if f.is_file() and "_build" not in f.relative_to(root).parts:
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
+        if f.is_dir() or "_build" in f.relative_to(root).parts:
+            continue
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes() if f.is_file() else b"<special file>")
     return h.hexdigest()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -111,6 +112,39 @@ def test_bad_parameter_rejected_before_anything_runs(book):
     assert res.returncode == 2 and "must be of type int" in res.stderr
     assert not (book / "_build" / "executed").exists()
     assert _tree_digest(book) == before
+
+
+def test_kernel_sockets_live_in_a_private_directory(tmp_path):
+    """The kernels' IPC sockets go to a private absolute directory (never ``kernel-ipc-N`` in
+    the chapter's working directory, jupyter_client's default); staging skips special files
+    such as a killed kernel's leftover sockets instead of failing on them."""
+    import socket
+    import stat
+
+    d = runner._ipc_dir()
+    if d is None:
+        pytest.skip("no Unix sockets here (TCP is used)")
+    try:
+        km = runner._kernel_manager_class(tmp_path / "k.log", d)()
+        assert km.transport == "ipc" and km.ip == os.path.join(d, "kernel")
+        assert os.path.isabs(km.ip) and len(km.ip) < runner._IPC_PATH_MAX
+    finally:
+        os.rmdir(d)
+    assert runner._kernel_manager_class(tmp_path / "k.log")().transport == "tcp"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "page.md").write_text("x")
+    (tmp_path / "src" / "__pycache__").mkdir()
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "src" / "kernel-ipc-1"))
+        assert stat.S_ISSOCK(os.lstat(tmp_path / "src" / "kernel-ipc-1").st_mode)
+        names = sorted(os.listdir(tmp_path / "src"))
+        assert runner._stage_ignore(str(tmp_path / "src"), names) >= {"kernel-ipc-1", "__pycache__"}
+        assert "page.md" not in runner._stage_ignore(str(tmp_path / "src"), names)
+        shutil.copytree(tmp_path / "src", tmp_path / "dst", ignore=runner._stage_ignore)
+        assert sorted(os.listdir(tmp_path / "dst")) == ["page.md"]
+    finally:
+        sock.close()
 
 
 def test_run_cache_failure_and_build(book):
