@@ -81,6 +81,29 @@ def test_fcn_factors_multiply_to_the_jacobian(act, W, b):
     np.testing.assert_allclose(np.asarray(spectra.product(F)), np.asarray(J), atol=1e-13)
 
 
+@pytest.mark.parametrize("init_name", nets.INITS)
+@pytest.mark.parametrize("act,W,b", [("tanh", 1.05 ** 0.5, 0.1), ("relu", 1.4, 0.0)])
+def test_fcn_factors_standard_parameterization(init_name, act, W, b):
+    """Standard parameterization (the scale in the weights, chapter 6's networks): the factors
+    multiply to the autodiff Jacobian, and the log-singular values match its direct SVD."""
+    init_fn, apply_fn, _ = nets.fcn(4, 8, out_dim=8, activation=act, W_std=W, b_std=b,
+                                    init=init_name, parameterization="standard")
+    p = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64),
+                               init_fn(jax.random.key(9), (1, 8))[1])
+    x = jax.random.normal(jax.random.key(10), (8,), jnp.float64)
+    F = spectra.fcn_jacobian_factors(p, x, activation=act, W_std=W, b_std=b,
+                                     parameterization="standard")
+    J = jax.jacrev(lambda v: apply_fn(p, v[None])[0])(x)
+    assert F.shape == (5, 8, 8)
+    np.testing.assert_allclose(np.asarray(spectra.product(F)), np.asarray(J), atol=1e-13)
+    s = np.linalg.svd(np.asarray(J), compute_uv=False)
+    np.testing.assert_allclose(np.asarray(spectra.log_singular_values(F)), np.log(s),
+                               atol=1e-10)
+    # the NTK-parameterization factors of the same weights differ by sigma_w / sqrt(n) per layer
+    F_ntk = spectra.fcn_jacobian_factors(p, x, activation=act, W_std=W, b_std=b)
+    assert not np.allclose(np.asarray(F_ntk), np.asarray(F))
+
+
 def test_bad_inputs_raise():
     F = _gauss(jax.random.key(8), 2, 4)
     with pytest.raises(ValueError, match="factors"):
@@ -103,3 +126,6 @@ def test_bad_inputs_raise():
         spectra.fcn_jacobian_factors(p, jnp.ones(5), activation="relu", W_std=1.0)
     with pytest.raises(ValueError, match="W_std"):
         spectra.fcn_jacobian_factors(p, jnp.ones(4), activation="relu", W_std=0.0)
+    with pytest.raises(ValueError, match="parameterization"):
+        spectra.fcn_jacobian_factors(p, jnp.ones(4), activation="relu", W_std=1.0,
+                                     parameterization="mup")
