@@ -97,8 +97,13 @@ def test_fcn_factors_standard_parameterization(init_name, act, W, b):
     assert F.shape == (5, 8, 8)
     np.testing.assert_allclose(np.asarray(spectra.product(F)), np.asarray(J), atol=1e-13)
     s = np.linalg.svd(np.asarray(J), compute_uv=False)
-    np.testing.assert_allclose(np.asarray(spectra.log_singular_values(F)), np.log(s),
-                               atol=1e-10)
+    ls = np.asarray(spectra.log_singular_values(F))
+    # ReLU zeroes whole units, so J may be rank deficient: its zero singular values come out as
+    # rounding noise from both methods; compare the values the SVD resolves, bound the rest
+    big = s > 1e-8 * s[0]
+    assert big.sum() >= 2
+    np.testing.assert_allclose(ls[big], np.log(s[big]), atol=1e-10)
+    assert np.all(ls[~big] < np.log(1e-12 * s[0]))
     # the NTK-parameterization factors of the same weights differ by sigma_w / sqrt(n) per layer
     F_ntk = spectra.fcn_jacobian_factors(p, x, activation=act, W_std=W, b_std=b)
     assert not np.allclose(np.asarray(F_ntk), np.asarray(F))
