@@ -32,10 +32,12 @@ The sweeps stop when every pair of rows has cosine below ``tol`` (default
 :math:`n\varepsilon`); :func:`log_singular_values` with ``return_info=True`` reports the
 Jacobi sweeps used and the final largest cosine, so a caller can check convergence.
 
-:func:`fcn_jacobian_factors` gives the factors of a :func:`ntklit.nets.fcn` network (NTK
-parameterization) at an input: :math:`F_1 = \frac{\sigma_w}{\sqrt{n_0}} W_1^\top` and
-:math:`F_l = \frac{\sigma_w}{\sqrt{n_{l-1}}} W_l^\top D_{l-1}`, :math:`D_l =
-\mathrm{diag}\,\phi'(h^l)` (rows-as-outputs convention, :math:`J = \partial f/\partial x`).
+:func:`fcn_jacobian_factors` gives the factors of a :func:`ntklit.nets.fcn` network at an
+input: in NTK parameterization :math:`F_1 = \frac{\sigma_w}{\sqrt{n_0}} W_1^\top` and
+:math:`F_l = \frac{\sigma_w}{\sqrt{n_{l-1}}} W_l^\top D_{l-1}`, in standard
+parameterization (the scale stored in the weights) :math:`F_1 = W_1^\top` and
+:math:`F_l = W_l^\top D_{l-1}`, with :math:`D_l = \mathrm{diag}\,\phi'(h^l)`
+(rows-as-outputs convention, :math:`J = \partial f/\partial x`).
 
 Everything is jit- and vmap-compatible (argument checks look only at shapes and Python
 values) and meant for float64 (``jax.config.update("jax_enable_x64", True)``).
@@ -271,7 +273,7 @@ def log_singular_values(factors: jax.Array, *, sweeps: int = 3, tol: float | Non
 
 
 def fcn_jacobian_factors(params: Any, x: jax.Array, *, activation: str, W_std: float,
-                         b_std: float = 0.0) -> jax.Array:
+                         b_std: float = 0.0, parameterization: str = "ntk") -> jax.Array:
     """The per-layer Jacobian factors of a :func:`ntklit.nets.fcn` network at one input.
 
     For ``nets.fcn(depth, n, out_dim=n, activation=..., W_std=..., b_std=...)`` in NTK
@@ -281,6 +283,10 @@ def fcn_jacobian_factors(params: Any, x: jax.Array, *, activation: str, W_std: f
     .. math:: F_1 = \\tfrac{\\sigma_w}{\\sqrt{n_0}} W_1^\\top,\\qquad
        F_l = \\tfrac{\\sigma_w}{\\sqrt{n_{l-1}}} W_l^\\top\\, \\mathrm{diag}\\,\\phi'(h^{l-1}).
 
+    In standard parameterization (``parameterization="standard"``: the weights carry the scale,
+    :math:`h = x W + b`) the same holds without the factor :math:`\\sigma_w/\\sqrt{n}`:
+    :math:`F_1 = W_1^\\top`, :math:`F_l = W_l^\\top\\,\\mathrm{diag}\\,\\phi'(h^{l-1})`.
+
     Args:
       params: the network's parameters (``init_fn(key, (1, n))[1]``): a list alternating
         Dense ``(W, b)`` and activation ``()`` entries, all weights ``(n, n)``.
@@ -288,16 +294,18 @@ def fcn_jacobian_factors(params: Any, x: jax.Array, *, activation: str, W_std: f
       activation: the network's activation, one of :data:`ntklit.nets.ACTIVATIONS`.
       W_std: the network's weight scale :math:`\\sigma_w > 0`.
       b_std: the network's bias scale :math:`\\sigma_b \\ge 0` (0: no bias parameters).
+      parameterization: the network's, ``"ntk"`` (default) or ``"standard"``.
 
     Returns:
       ``(depth + 1, n, n)`` factors, ``factors[0]`` applied first (for
       :func:`log_singular_values`); their product is ``jax.jacrev`` of the network at ``x``.
 
     Raises:
-      ValueError: for an unknown ``activation``, bad scales, parameters that are not a square
-        fcn's, or an ``x`` whose shape does not match them.
+      ValueError: for an unknown ``activation`` or ``parameterization``, bad scales,
+        parameters that are not a square fcn's, or an ``x`` whose shape does not match them.
     """
     _validate.choice("activation", activation, tuple(ACTIVATION_DERIVATIVES))
+    _validate.choice("parameterization", parameterization, ("ntk", "standard"))
     W_std = _validate.real("W_std", W_std, positive=True)
     b_std = _validate.real("b_std", b_std, positive=False)
     if not isinstance(params, (list, tuple)) or len(params) % 2 != 1:
@@ -323,11 +331,13 @@ def fcn_jacobian_factors(params: Any, x: jax.Array, *, activation: str, W_std: f
         raise ValueError(f"x must have shape ({n},) (one input of the network), got "
                          f"{getattr(x, 'shape', None)}")
     dphi = ACTIVATION_DERIVATIVES[activation]
-    scale = W_std / math.sqrt(n)
+    standard = parameterization == "standard"
+    scale = 1.0 if standard else W_std / math.sqrt(n)
     w_stack = jnp.stack(ws)
-    b_stack = jnp.stack([jnp.zeros((1, n), w_stack.dtype) if b is None else b for b in bs])
+    b_stack = jnp.stack([jnp.zeros((1, n), w_stack.dtype) if b is None else
+                         jnp.reshape(b, (1, n)) for b in bs])
     has_b = b_std > 0 and all(b is not None for b in bs)
-    bscale = b_std if has_b else 0.0
+    bscale = (1.0 if standard else b_std) if has_b else 0.0
 
     phi = _ACTIVATIONS[activation]
 

@@ -81,6 +81,35 @@ def test_fcn_factors_multiply_to_the_jacobian(act, W, b):
     np.testing.assert_allclose(np.asarray(spectra.product(F)), np.asarray(J), atol=1e-13)
 
 
+@pytest.mark.parametrize("init_name", nets.INITS)
+@pytest.mark.parametrize("act,W,b", [("tanh", 1.05 ** 0.5, 0.1), ("relu", 1.4, 0.0)])
+def test_fcn_factors_standard_parameterization(init_name, act, W, b):
+    """Standard parameterization (the scale in the weights, chapter 6's networks): the factors
+    multiply to the autodiff Jacobian, and the log-singular values match its direct SVD."""
+    depth, n = 3, 16
+    init_fn, apply_fn, _ = nets.fcn(depth, n, out_dim=n, activation=act, W_std=W, b_std=b,
+                                    init=init_name, parameterization="standard")
+    p = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64),
+                               init_fn(jax.random.key(9), (1, n))[1])
+    x = jax.random.normal(jax.random.key(10), (n,), jnp.float64)
+    F = spectra.fcn_jacobian_factors(p, x, activation=act, W_std=W, b_std=b,
+                                     parameterization="standard")
+    J = jax.jacrev(lambda v: apply_fn(p, v[None])[0])(x)
+    assert F.shape == (depth + 1, n, n)
+    np.testing.assert_allclose(np.asarray(spectra.product(F)), np.asarray(J), atol=1e-13)
+    s = np.linalg.svd(np.asarray(J), compute_uv=False)
+    ls = np.asarray(spectra.log_singular_values(F))
+    # ReLU zeroes whole units, so J may be rank deficient: its zero singular values come out as
+    # rounding noise from both methods; compare the values the SVD resolves, bound the rest
+    big = s > 1e-8 * s[0]
+    assert big.sum() >= n // 4
+    np.testing.assert_allclose(ls[big], np.log(s[big]), atol=1e-10)
+    assert np.all(ls[~big] < np.log(1e-12 * s[0]))
+    # the NTK-parameterization factors of the same weights differ by sigma_w / sqrt(n) per layer
+    F_ntk = spectra.fcn_jacobian_factors(p, x, activation=act, W_std=W, b_std=b)
+    assert not np.allclose(np.asarray(F_ntk), np.asarray(F))
+
+
 def test_bad_inputs_raise():
     F = _gauss(jax.random.key(8), 2, 4)
     with pytest.raises(ValueError, match="factors"):
@@ -103,3 +132,6 @@ def test_bad_inputs_raise():
         spectra.fcn_jacobian_factors(p, jnp.ones(5), activation="relu", W_std=1.0)
     with pytest.raises(ValueError, match="W_std"):
         spectra.fcn_jacobian_factors(p, jnp.ones(4), activation="relu", W_std=0.0)
+    with pytest.raises(ValueError, match="parameterization"):
+        spectra.fcn_jacobian_factors(p, jnp.ones(4), activation="relu", W_std=1.0,
+                                     parameterization="mup")
