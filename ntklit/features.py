@@ -900,8 +900,13 @@ def _feature_blocks(fmap: "FeatureMap", x: Any, batch_size: int | None):
     """Yield ``(start, features of rows start..start+b)`` in float64 numpy, block by block."""
     x = _check_inputs(x, fmap.in_dim)
     rows = fmap._batch(batch_size)
-    for start in range(0, x.shape[0], rows):
-        yield start, np.asarray(fmap(x[start:start + rows], batch_size=rows), dtype=np.float64)
+    n = x.shape[0]
+    for start in range(0, n, rows):
+        chunk = x[start:start + rows]
+        k = chunk.shape[0]
+        if n > rows and k < rows:  # pad the last block: one compiled program for every block
+            chunk = _pad(chunk.T, rows).T
+        yield start, np.asarray(fmap(chunk, batch_size=rows)[:k], dtype=np.float64)
 
 
 def normal_equations(fmap: "FeatureMap", x: Any, y: Any, *,
