@@ -896,6 +896,18 @@ def ridge_select(phi_train: Any, y_train: Any, phi_val: Any, labels_val: Any,
     return RidgeFit(float(ridges[best]), ridges, acc, ws[best], False)
 
 
+def _symmetrize_upper(a: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Copy the upper triangle of the square ``a`` onto its lower one, in place and by blocks
+    of rows (no full-size temporaries: the Gram matrices here reach gigabytes). Returns ``a``."""
+    n = a.shape[0]
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        a[s:e, :s] = a[:s, s:e].T
+        d = a[s:e, s:e]
+        a[s:e, s:e] = np.triu(d) + np.triu(d, 1).T
+    return a
+
+
 def _feature_blocks(fmap: "FeatureMap", x: Any, batch_size: int | None):
     """Yield ``(start, features of rows start..start+b)`` in float64 numpy, block by block."""
     x = _check_inputs(x, fmap.in_dim)
@@ -952,8 +964,8 @@ def normal_equations(fmap: "FeatureMap", x: Any, y: Any, *,
             gram += phi.T @ phi
         rhs += phi.T @ y[start:start + phi.shape[0]]
     if cpu:
-        gram = np.triu(gram) + np.triu(gram, 1).T
-    return np.ascontiguousarray(gram), rhs
+        gram = _symmetrize_upper(gram)
+    return gram, rhs
 
 
 def predict_features(fmap: "FeatureMap", coef: Any, x: Any, *,
@@ -1022,8 +1034,7 @@ def ridge_select_streaming(fmap: "FeatureMap", x_train: Any, y_train: Any, x_val
         if jax.default_backend() == "cpu":
             from scipy.linalg.blas import dsyrk
 
-            gram = dsyrk(1.0, phi.T, trans=1, lower=0)  # upper triangle of phi phi^T
-            gram = np.triu(gram) + np.triu(gram, 1).T
+            gram = _symmetrize_upper(dsyrk(1.0, phi.T, trans=1, lower=0))  # phi phi^T
         else:
             gram = phi @ phi.T
         scale = float(np.trace(gram)) / n

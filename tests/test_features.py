@@ -414,3 +414,12 @@ def test_streaming_bad_arguments_raise(call, match):
     fm = F.feature_map(jax.random.key(0), "random_features", 7, 1, 16)
     with pytest.raises(ValueError, match=match):
         call(fm)
+
+
+def test_symmetrize_upper_in_place_by_blocks():
+    a = np.random.default_rng(5).normal(size=(37, 37))
+    ref = np.triu(a) + np.triu(a, 1).T
+    for block in (1, 5, 37, 100):
+        b = np.asfortranarray(a.copy())
+        assert F._symmetrize_upper(b, block=block) is b
+        np.testing.assert_array_equal(b, ref)
