@@ -39,9 +39,11 @@ with the arc-cosine functions :math:`\\kappa_0(t) = 1 - \\arccos(t)/\\pi` and
 :math:`\\sqrt{2/d}\\,\\|x\\|`. Other ``W_std`` only rescale the kernel by
 :math:`(W_{std}^2/2)^{depth+1}`; biases break the factorization and are not supported.
 
-Ridge regression in feature space (:func:`ridge_select`) and with an exact kernel
-(:func:`kernel_ridge_select`) choose the regularization on a validation split; :func:`measure`
-records wall time, CPU time and peak memory of a call.
+Ridge regression in feature space (:func:`ridge_select`; streamed from a map without holding
+the features, :func:`ridge_select_streaming` with :func:`normal_equations` and
+:func:`predict_features`) and with an exact kernel (:func:`kernel_ridge_select`) choose the
+regularization on a validation split; :func:`measure` records wall time, CPU time and peak
+memory of a call.
 """
 
 from __future__ import annotations
