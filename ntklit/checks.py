@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = ["ClaimFailed", "CheckResult", "check", "results", "reset", "loglog_slope",
-           "summary", "peak_memory", "CHECKS_FILE_ENV"]
+           "summary", "peak_memory", "cell_digest", "CHECKS_FILE_ENV"]
 
 #: Environment variable naming the JSON-lines file that receives every check (set by the runner).
 CHECKS_FILE_ENV = "NTKLIT_CHECKS_FILE"
@@ -37,6 +37,12 @@ class CheckResult:
     claim: str
     passed: bool
     detail: str
+    #: The paper's statement or number this check reproduces (``None`` for the book's own
+    #: checks: controls, closed forms, numerical hygiene); the scorecard lists these.
+    paper: str | None = None
+    #: SHA-256 (hex, first 16 digits) of the source of the notebook cell that made the check
+    #: (``None`` outside IPython), so the runner can link the check to its section.
+    cell: str | None = None
 
 
 _RESULTS: list[CheckResult] = []
@@ -73,15 +79,41 @@ def peak_memory() -> dict[str, int | None]:
     return {"rss_bytes": int(rss), "device_bytes": device}
 
 
-def check(claim: str, passed: bool, detail: str = "") -> CheckResult:
+def cell_digest(source: str) -> str:
+    """The digest :class:`CheckResult` ``cell`` holds for a cell with this source."""
+    import hashlib
+
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _current_cell() -> str | None:
+    """Digest of the running cell's source: IPython's raw input history ends with the cell
+    being executed (its execution counters are not stable across ipykernel versions)."""
+    ip = sys.modules.get("IPython")
+    shell = ip.get_ipython() if ip is not None and hasattr(ip, "get_ipython") else None
+    hist = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)
+    return cell_digest(hist[-1]) if hist else None
+
+
+def check(claim: str, passed: bool, detail: str = "", *, paper: str | None = None
+          ) -> CheckResult:
     """Record a claim and raise :class:`ClaimFailed` if it does not hold.
 
     Args:
       claim: the claim in words, e.g. ``"NTK error slope in [-0.6, -0.4]"``.
       passed: whether it holds in this run.
       detail: the measured values, shown in the table and in the error.
+      paper: where the check reproduces a paper's claim, that claim: the source and its
+        statement or number (e.g. ``"Huang et al. 2021, Thm 1: the orthogonal NTK equals the
+        Gaussian one at infinite width"``). The book's scorecard lists every such check.
+
+    Raises:
+      ClaimFailed: if ``passed`` is false.
+      ValueError: ``paper`` is given but empty.
     """
-    res = CheckResult(claim, bool(passed), str(detail))
+    if paper is not None and not (isinstance(paper, str) and paper.strip()):
+        raise ValueError(f"paper must be a non-empty statement or None, got {paper!r}")
+    res = CheckResult(claim, bool(passed), str(detail), paper, _current_cell())
     _RESULTS.append(res)
     _emit({"kind": "check", **asdict(res)})
     if not res.passed:

@@ -46,8 +46,8 @@ __all__ = ["ALLOWED_TYPES", "PROFILES", "GENERATED_PAGES", "Param", "Chapter", "
            "ParameterError", "ChapterFailed", "find_root",
            "chapters", "select", "read_parameters", "parse_overrides", "resolve_parameters",
            "load_profile", "detect_profile", "run_chapters", "build_html", "RunRecord",
-           "BuildPaths", "performance_page", "reproducibility_page", "package_versions",
-           "device_description", "cache_key", "RECORDED_PROFILES", "VERIFIED_SCHEMA",
+           "BuildPaths", "performance_page", "reproducibility_page", "scorecard_page",
+           "package_versions", "device_description", "cache_key", "RECORDED_PROFILES", "VERIFIED_SCHEMA",
            "verification_path", "load_verification", "verification_state", "status_table",
            "check_budget", "publishable"]
 
@@ -884,6 +884,39 @@ def _error_info(exc: BaseException, failed_nb: Path) -> dict[str, Any]:
     return info
 
 
+def _kernel_manager_class(log: Path) -> type:
+    """The kernel manager papermill starts a chapter's kernel with.
+
+    * IPC transport (Unix sockets) instead of TCP where the OS has it: over TCP every kernel
+      logs ipykernel's "Kernel is running over TCP without encryption" warning; a local kernel
+      needs no network port.
+    * The kernel process's own stdout/stderr (the Jupyter stack's log lines, e.g. the
+      "KeyboardInterrupt caught in kernel" that jupyter_client's shutdown interrupt may cause,
+      and native libraries' messages) go to ``log`` instead of the runner's console; the
+      notebook's outputs are not affected (they travel over the kernel's channels).
+
+    Args:
+      log: file that receives the kernel process's output (appended to).
+    """
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class ChapterKernelManager(AsyncKernelManager):
+        if os.name != "nt":
+            @default("transport")
+            def _default_transport(self):
+                return "ipc"
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "ab") as f:  # the child keeps its own copy of the descriptor
+                kw.setdefault("stdout", f)
+                kw.setdefault("stderr", f)
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return ChapterKernelManager
+
+
 def _strip_ansi(s: str) -> str:
     import re
 
@@ -913,7 +946,9 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
     All chapters and parameters are validated before the first one runs. A chapter whose
     cache key (notebook, resolved parameters, ``ntklit`` source) matches its last successful
     run is skipped. A full or shape run without ``overrides`` writes the chapter's
-    verification record (``book/verified/<chapter>.<profile>.json``), passed or failed.
+    verification record (``book/verified/<chapter>.<profile>.json``), passed or failed. The
+    kernel process's own output (the Jupyter stack's log lines, native libraries' messages)
+    goes to ``records/<chapter>.kernel.log``, not to the console.
 
     Raises:
       RunnerError / ParameterError: invalid selection or parameters (nothing ran).
@@ -959,6 +994,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
              + (f"; {', '.join(f'{k}={v!r}' for k, v in inject.items() if k != 'profile')}"
                 if len(inject) > 1 else "") + ") ...")
         tmp_nb = paths.failed / f"{ch.name}.running.ipynb"
+        kernel_log = paths.records / f"{ch.name}.kernel.log"
+        kernel_log.unlink(missing_ok=True)
         checks_file = paths.failed / f"{ch.name}.checks.jsonl"
         checks_file.unlink(missing_ok=True)
         started, t0 = _now(), time.perf_counter()
@@ -970,7 +1007,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
                 pm.execute_notebook(str(ch.path), str(tmp_nb), parameters=inject,
                                     kernel_name="python3", progress_bar=progress,
                                     log_output=log_output, cwd=str(ch.path.parent),
-                                    report_mode=False)
+                                    report_mode=False,
+                                    kernel_manager_class=_kernel_manager_class(kernel_log))
         except Exception as exc:  # papermill raises PapermillExecutionError and others
             status = "failed"
             error = _error_info(exc, tmp_nb)
@@ -1013,6 +1051,8 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
             if error.get("traceback"):
                 _log(_strip_ansi(error["traceback"]))
             _log(f"  executed notebook with the error: {failed_nb}")
+            if kernel_log.is_file() and kernel_log.stat().st_size:
+                _log(f"  the kernel process's own output (Jupyter and native logs): {kernel_log}")
             if fail_fast:
                 records.append(rec)
                 break
@@ -1118,9 +1158,11 @@ def performance_page(root: Path, paths: BuildPaths) -> str:
       paths: output locations (unused; the signature every generated page shares).
 
     Each results file is a JSON object; the page shows its ``title`` (or file name), ``date``,
-    ``device``, ``command``, ``config`` (a table of settings), ``summary`` (claims/targets with
-    the measured values) and ``results`` (a list of flat records, shown as a table). Other keys
-    are shown verbatim.
+    ``device``, ``command``, ``config`` (a table of settings), the figures
+    :func:`ntklit.plotting.benchmark_figures` draws from it (written as PNG files next to the
+    staged page, ``paths.stage / "book" / PERFORMANCE_FIGURES``), ``summary`` (claims/targets
+    with the measured values) and ``results`` (a list of flat records, as a table collapsed
+    under the figures). Other keys are shown verbatim.
     """
     lines = ["# Performance", "",
              "Generated from the benchmark results files in `benchmarks/results/`. Each was "
@@ -1147,22 +1189,159 @@ def performance_page(root: Path, paths: BuildPaths) -> str:
         lines.append("")
         if isinstance(data.get("config"), dict):
             lines += ["**Configuration**", ""] + _table([data["config"]]) + [""]
+        lines += _performance_figures(f.stem, data, paths)
         for key in ("summary", "results"):
             val = data.get(key)
             if isinstance(val, dict):
                 val = [{"name": k, **(v if isinstance(v, dict) else {"value": v})}
                        for k, v in val.items()]
             if isinstance(val, list) and val and all(isinstance(r, dict) for r in val):
-                lines += [f"**{key.capitalize()}**", ""] + _table(val) + [""]
+                if key == "results":  # the figures show them; the numbers one click away
+                    lines += [f":::{{dropdown}} Results table ({len(val)} rows)", ""]
+                    lines += _table(val) + ["", ":::", ""]
+                else:
+                    lines += [f"**{key.capitalize()}**", ""] + _table(val) + [""]
         rest = {k: v for k, v in data.items() if k not in known}
         if rest:
             lines += ["```json", json.dumps(rest, indent=2, default=str)[:6000], "```", ""]
     return "\n".join(lines)
 
 
+def _heading_id(title: str) -> str:
+    """The HTML id Sphinx gives a section with this Markdown title (docutils' ``make_id`` of
+    its text: link targets and the ``$``, backtick and ``*`` markers removed; math keeps its
+    TeX source, as its node's text does)."""
+    import re
+
+    from docutils.nodes import make_id
+
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)  # [text](target) -> text
+    text = re.sub(r"[`$*]", "", text)
+    return make_id(text)
+
+
+def _sections(nb: dict) -> dict[str, tuple[str, str]]:
+    """Digest of each code cell's source (:func:`ntklit.checks.cell_digest`) -> (title, id)
+    of the section it is in."""
+    out: dict[str, tuple[str, str]] = {}
+    current = ("", "")
+    seen: dict[str, int] = {}
+    for cell in nb.get("cells", []):
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else src
+        if cell.get("cell_type") == "markdown":
+            for line in src.splitlines():
+                if line.startswith("#"):
+                    title = line.lstrip("#").strip()
+                    hid = _heading_id(title)
+                    n = seen.get(hid, 0)
+                    seen[hid] = n + 1
+                    current = (title, hid if n == 0 else f"id{n}")
+        elif cell.get("cell_type") == "code":
+            out.setdefault(_checks.cell_digest(src), current)
+    return out
+
+
+def _md_cell(text: str) -> str:
+    """Text as one Markdown table cell, shown literally (CommonMark backslash escapes)."""
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]<>$|#~])", r"\\\1", " ".join(str(text).split())) or "-"
+
+
+def scorecard_page(root: Path, paths: BuildPaths) -> str:
+    """Markdown of the scorecard: every check that reproduces a paper's claim, in one table.
+
+    For each chapter of this build, every check made with ``paper=...``
+    (:func:`ntklit.checks.check`): the chapter and section (a link), the paper's claim, the
+    value this build measured, the committed full-profile verification's value of the same
+    check (or that the chapter has not run at paper scale, or that the record is stale or
+    failed), and the result. Generated from the run records and ``book/verified``; nothing in
+    it is typed by hand.
+
+    Args:
+      root: repository root.
+      paths: output locations (run records and executed notebooks are read from there).
+    """
+    lines = ["# Scorecard", "",
+             "Every check of this book that reproduces a claim of a paper, generated by the "
+             "runner from this build's run records and the committed paper-scale "
+             "verification records (`book/verified/`). A claim counts as reproduced where its "
+             "**full profile** passed; the build's own value comes from the profile it ran "
+             "(the quick profile on a laptop CPU). The other checks of each chapter (controls, "
+             "closed forms, numerical hygiene) are listed at the end of the chapter and on "
+             "[the reproducibility page](reproducibility.md).", "",
+             "| chapter, section | the paper's claim | this build | full profile (paper scale) "
+             "| result |", "|---|---|---|---|---|"]
+    rows = 0
+    for ch in chapters(root):
+        rp = paths.records / f"{ch.name}.json"
+        rec = RunRecord.load(rp) if rp.is_file() else None
+        if rec is None:
+            continue
+        ex = paths.executed / f"{ch.name}.ipynb"
+        sections = _sections(json.loads(ex.read_text())) if ex.is_file() else {}
+        full = _verifications(root, ch).get("full")
+        state = verification_state(ch, full) if full is not None else None
+        fchecks = full["checks"] if full is not None else []
+        for i, c in enumerate(rec.checks):
+            if not c.get("paper"):
+                continue
+            title, hid = sections.get(c.get("cell"), ("", ""))
+            where = f"[{_md_cell(rec.title)}]({ch.name}.ipynb)"
+            if title:
+                where += f", <a href=\"{ch.name}.html#{hid}\">{_md_cell(title)}</a>"
+            if full is None:
+                fcell = "not yet run at paper scale"
+            else:
+                same = (fchecks[i] if len(fchecks) == len(rec.checks) else
+                        next((f for f in fchecks if f.get("claim") == c["claim"]), None))
+                if same is None:
+                    fcell = f"{state}; no check with this claim in the record"
+                else:
+                    fcell = (("passed" if same["passed"] else "FAILED") + ": "
+                             + _md_cell(same["detail"]))
+                    if state != "verified":
+                        fcell = f"{state} record; {fcell}"
+            build = ("pass" if c["passed"] else "FAIL") + f" ({rec.profile})"
+            lines.append(f"| {where} | {_md_cell(c['paper'])} | {_md_cell(c['claim'])}: "
+                         f"{_md_cell(c['detail'])} | {fcell} | {build} |")
+            rows += 1
+    if not rows:
+        lines += ["", "No check of this build reproduces a paper's claim (run the chapters "
+                  "with the runner first)."]
+    return "\n".join(lines + [""])
+
+
+#: Folder (next to the staged performance page) of the performance page's figures.
+PERFORMANCE_FIGURES = "performance_figures"
+
+
+def _performance_figures(name: str, data: dict[str, Any], paths: BuildPaths) -> list[str]:
+    """Draw one results file's figures into the staged book; the Markdown that shows them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plotting
+
+    folder = paths.stage / "book" / PERFORMANCE_FIGURES
+    lines: list[str] = []
+    for i, (caption, fig) in enumerate(plotting.benchmark_figures(name, data)):
+        folder.mkdir(parents=True, exist_ok=True)
+        fig.savefig(folder / f"{name}_{i}.png")
+        plt.close(fig)
+        alt = caption.split(":")[0].replace("`", "")
+        lines += [f"```{{figure}} {PERFORMANCE_FIGURES}/{name}_{i}.png", f":name: perf-{name}-{i}",
+                  f":alt: {alt}", "", caption, "```", ""]
+    return lines
+
+
 #: Pages written into the staged book at build time (a tracked placeholder with the same name
 #: explains the page to plain ``jupyter-book build .`` users).
-GENERATED_PAGES = {"book/reproducibility": reproducibility_page,
+GENERATED_PAGES = {"book/scorecard": scorecard_page,
+                   "book/reproducibility": reproducibility_page,
                    "book/performance": performance_page}
 
 

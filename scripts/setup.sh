@@ -37,14 +37,39 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[setup] $VENV is up to date ($("$VENV/bin/python" --version)${JAX_OVERRIDE:+, jax $JAX_OVERRIDE})"
   exit 0
 fi
-echo "[setup] installing pinned requirements into $VENV ($("$VENV/bin/python" --version))"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -r requirements.txt
+# pip's own output (progress, and warnings such as a machine's pip configuration naming missing
+# index folders) goes to $VENV/pip.log; the console gets what is installed, and the log on a
+# failure.
+log=$VENV/pip.log
+: > "$log"
+pip_() {
+  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >>"$log" 2>&1; then
+    echo "[setup] pip install $* failed; its output ($log):" >&2
+    tail -n 60 "$log" >&2
+    exit 1
+  fi
+}
+count() { grep -cvE '^\s*(#|$)' "$1"; }
+echo "[setup] installing into $VENV ($("$VENV/bin/python" --version)); pip's log: $log"
+pip_ --upgrade pip
+echo "[setup]   requirements.txt: $(count requirements.txt) pins (the JAX for this Python by its markers)"
+pip_ -r requirements.txt
 if [ -n "$JAX_OVERRIDE" ]; then
-  echo "[setup] NTKLIT_JAX=$JAX_OVERRIDE: replacing the locked JAX"
-  "$VENV/bin/python" -m pip install -q "jax[cpu]==$JAX_OVERRIDE" "jaxlib==$JAX_OVERRIDE"
+  echo "[setup]   NTKLIT_JAX=$JAX_OVERRIDE: replacing the locked JAX"
+  pip_ "jax[cpu]==$JAX_OVERRIDE" "jaxlib==$JAX_OVERRIDE"
 fi
-"$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
-"$VENV/bin/python" -m pip install -q --no-deps -e .
+echo "[setup]   requirements-nodeps.txt (--no-deps): $(grep -vE '^\s*(#|$)' requirements-nodeps.txt | tr '\n' ' ')"
+pip_ --no-deps -r requirements-nodeps.txt
+# The editable install writes ntklit.egg-info into this tree: two setups of one tree at once (CI
+# sets up its two legs' environments together) take turns for it.
+echo "[setup]   ntklit (editable, --no-deps)"
+if command -v flock >/dev/null 2>&1; then
+  exec {lockfd}>"${TMPDIR:-/tmp}/ntklit-setup.$(id -u).lock"
+  flock "$lockfd"
+  pip_ --no-deps -e .
+  exec {lockfd}>&-
+else
+  pip_ --no-deps -e .
+fi
 echo "$want" > "$stamp"
 echo "[setup] done: $("$VENV/bin/python" -c 'import jax, sys; print("Python", sys.version.split()[0], "jax", jax.__version__)')"

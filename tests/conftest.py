@@ -54,7 +54,9 @@ def book(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "book" / "_ext", root / "book" / "_ext")  # local Sphinx extensions
     (root / "_toc.yml").write_text(
         "format: jb-book\nroot: book/00_intro\nchapters:\n"
-        "  - file: book/01_alpha\n  - file: book/02_beta\n  - file: book/reproducibility\n")
+        "  - file: book/01_alpha\n  - file: book/02_beta\n  - file: book/reproducibility\n"
+        "  - file: book/scorecard\n")
+    shutil.copy(REPO / "book" / "scorecard.md", root / "book" / "scorecard.md")
     (root / "book" / "00_intro.md").write_text("# 0. Intro\n\nMath $\\alpha$.\n")
     nbformat.write(_notebook("1. Alpha", PARAMS, [
         "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
@@ -62,7 +64,8 @@ def book(tmp_path: Path) -> Path:
         "assert n > 0\nprint('alpha', profile, n, scale, widths, fast)",
         "from IPython.display import Markdown, display\nfrom ntklit import checks\n"
         "checks.reset()\nchecks.check('n is positive', n > 0, f'n = {n}')\n"
-        "checks.check('n is below 100', n < 100, f'n = {n}')\n"
+        "checks.check('n is below 100', n < 100, f'n = {n}',\n"
+        "             paper='Alpha et al. 2020, Eq. 1: n_* < 100')\n"
         "display(Markdown(checks.summary()))"]),
         root / "book" / "01_alpha.ipynb")
     nbformat.write(_notebook("2. Beta", 'profile: str = "quick"  # profile\nk: int = 1  # k\n',
@@ -87,3 +90,16 @@ def _text(html: str) -> str:
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ntklit", "--root", str(root), *args],
                           capture_output=True, text=True, timeout=600)
+
+
+# Fixtures that build one shared folder (``_build/test``: every chapter executed, the HTML book)
+# are module-scoped in two files; under pytest-xdist (`scripts/test.sh` runs `-n auto --dist
+# loadgroup`) the tests that use them must share one worker, or two workers would build the same
+# folder at once.
+SHARED_BUILD_FIXTURES = frozenset({"built_book", "built_html"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SHARED_BUILD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("book"))

@@ -870,6 +870,54 @@ def test_download_button(built_html, book_url, doc):
     assert_no_problems(problems)
 
 
+def test_scorecard_has_a_full_row_per_paper_check(built_html, context, book_url):
+    """The scorecard lists every check of this build made with ``paper=...`` (counted in the
+    run records), each row with no empty cell and a link to its chapter section."""
+    want = []
+    for ch in runner.chapters(REPO):
+        rec = runner.RunRecord.load(BUILD / "records" / f"{ch.name}.json")
+        want += [(runner._title(ch.path), c["paper"]) for c in rec.checks if c.get("paper")]
+    page = context.new_page()
+    try:
+        page.goto(book_url + "book/scorecard.html", wait_until="load")
+        rows = page.evaluate("""() => [...document.querySelectorAll('main table tbody tr')].map(
+            r => [...r.querySelectorAll('td')].map(c => [c.innerText.trim(),
+                  [...c.querySelectorAll('a')].map(a => a.getAttribute('href'))]))""")
+    finally:
+        page.close()
+    assert len(want) >= 10 and len(rows) == len(want), (len(rows), len(want))
+    for (title, paper), row in zip(want, rows):
+        assert len(row) == 5 and all(text for text, _ in row), row
+        assert row[0][0].startswith(title) and row[1][0] == " ".join(paper.split()), row
+        assert any("#" in href for href in row[0][1]), row
+        assert row[4][0].startswith("pass"), row
+
+
+def test_performance_page_shows_a_loaded_plot_per_benchmark_figure(built_html, context,
+                                                                   book_url):
+    """Every figure ``ntklit.plotting`` draws from ``benchmarks/results/*.json`` is on the
+    performance page, loaded and drawn at a readable size, with the results tables collapsed."""
+    from ntklit import plotting
+
+    want = sum(len(plotting.benchmark_figures(f.stem, json.loads(f.read_text())))
+               for f in sorted((REPO / "benchmarks" / "results").glob("*.json")))
+    page = context.new_page()
+    try:
+        page.goto(book_url + "book/performance.html", wait_until="load")
+        page.wait_for_function("() => [...document.images].every(i => i.complete)",
+                               timeout=TIMEOUT_MS)
+        imgs = page.evaluate("""() => [...document.querySelectorAll('figure img')].map(
+            i => [i.getAttribute('src'), i.naturalWidth, i.getBoundingClientRect().width])""")
+        closed = page.evaluate("""() => [...document.querySelectorAll('details')].filter(
+            d => !d.open && d.innerText.includes('Results table')).length""")
+    finally:
+        page.close()
+    assert len(imgs) == want > 0, imgs
+    for src, natural, shown in imgs:
+        assert natural > 300 and shown > 300, (src, natural, shown)
+    assert closed == len(list((REPO / "benchmarks" / "results").glob("*.json")))
+
+
 def test_reproducibility_page_shows_paper_scale_status(built_html, context, book_url):
     """The status table: one row per chapter, its full-profile cell saying what the committed
     verification record says (passed with its check count, stale, failed) or that the chapter
