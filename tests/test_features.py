@@ -297,3 +297,129 @@ def test_compile_prepares_exactly_the_program_a_call_uses(n, batch_size):
     assert F._rf_apply._cache_size() == compiled + 1
     with pytest.raises(ValueError, match="n must be"):
         fm.compile(0)
+
+
+# --------------------------------------------------------------------------- fast primitives
+
+
+@pytest.mark.parametrize("dim", [1, 2, 8, 128, 256, 2048, 2 ** 15])
+def test_fwht_equals_dense_hadamard(dim):
+    """The Kronecker-factored transform equals the dense Sylvester-Hadamard product (and, for
+    the length that needs three factors, the O(d log d) butterfly)."""
+    x = np.random.default_rng(dim).normal(size=(3, dim)).astype(np.float32)
+    got = np.asarray(F._fwht(jnp.asarray(x)), dtype=np.float64)
+    if dim <= 2048:
+        ref = x.astype(np.float64) @ F._hadamard(dim).astype(np.float64)
+    else:
+        ref, h = x.astype(np.float64), 1
+        while h < dim:
+            ref = ref.reshape(3, dim // (2 * h), 2, h)
+            ref = np.stack([ref[:, :, 0] + ref[:, :, 1], ref[:, :, 0] - ref[:, :, 1]], axis=2)
+            h *= 2
+        ref = ref.reshape(3, dim)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4 * np.sqrt(dim))
+    h = F._hadamard(min(dim, 256)).astype(np.float64)
+    np.testing.assert_array_equal(h @ h.T, h.shape[0] * np.eye(h.shape[0]))  # orthogonal
+
+
+def test_count_sketch_segment_sum_equals_dense_matrix():
+    p = F._count_sketch_params(jax.random.key(2), 300, 64)
+    x = np.random.default_rng(0).normal(size=(2, 5, 300))  # any leading axes
+    dense = np.zeros((300, 64))
+    dense[np.arange(300), np.asarray(p["h"])] = np.asarray(p["s"])
+    got = np.asarray(F._count_sketch(p, jnp.asarray(x), 64))
+    assert got.shape == (2, 5, 64)
+    np.testing.assert_allclose(got, x @ dense, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_rows_respect_the_element_budget():
+    for method, dim in [("sketch", 4096), ("sketch", 16384), ("random_features", 16384),
+                        ("random_features", 16)]:
+        fm = F.feature_map(jax.random.key(0), method, 5, 1, dim)
+        rows = fm.batch_rows()
+        width = dim * (fm.degree if method == "sketch" else 2)
+        assert rows & (rows - 1) == 0 and 1 <= rows <= 2048
+        assert rows * width <= max(F.BATCH_ELEMENTS, width)
+        assert rows == 2048 or 2 * rows * width > F.BATCH_ELEMENTS
+
+
+# --------------------------------------------------------------------------- streamed ridge
+
+
+def _regression_problem(n=300, d=7, seed=0):
+    rng = np.random.default_rng(seed)
+    x, x_val = rng.normal(size=(n, d)), rng.normal(size=(60, d))
+    labels = rng.integers(0, 3, n)
+    return x, np.eye(3)[labels], x_val, rng.integers(0, 3, 60)
+
+
+@pytest.mark.parametrize("method", F.METHODS)
+def test_streaming_normal_equations_equal_direct(method):
+    """Phi^T Phi and Phi^T Y accumulated over row blocks (with a padded last block) equal the
+    products of the whole feature matrix to 1e-10 (float64)."""
+    x, y, _, _ = _regression_problem()
+    fm = F.feature_map(jax.random.key(1), method, 7, 2, 48)
+    phi = np.asarray(fm(x), dtype=np.float64)
+    gram, rhs = F.normal_equations(fm, x, y, batch_size=64)  # 300 = 4 x 64 + 44
+    assert gram.shape == (48, 48) and rhs.shape == (48, 3)
+    np.testing.assert_array_equal(gram, gram.T)
+    np.testing.assert_allclose(gram, phi.T @ phi, rtol=1e-10, atol=1e-10 * np.abs(gram).max())
+    np.testing.assert_allclose(rhs, phi.T @ y, rtol=1e-10, atol=1e-10 * np.abs(rhs).max())
+
+
+@pytest.mark.parametrize("dim", [32, 512])  # N = 300 >= m (primal) and N < m (dual)
+def test_ridge_select_streaming_equals_ridge_select(dim):
+    x, y, x_val, lab_val = _regression_problem()
+    fm = F.feature_map(jax.random.key(3), "random_features", 7, 2, dim)
+    ridges = [1e-3, 1e-1]
+    direct = F.ridge_select(np.asarray(fm(x), np.float64), y, np.asarray(fm(x_val), np.float64),
+                            lab_val, ridges)
+    streamed = F.ridge_select_streaming(fm, x, y, x_val, lab_val, ridges, batch_size=64)
+    np.testing.assert_array_equal(streamed.val_accuracy, direct.val_accuracy)
+    assert streamed.ridge == direct.ridge and not streamed.dual
+    np.testing.assert_allclose(streamed.coef, direct.coef, rtol=1e-9,
+                               atol=1e-10 * np.abs(direct.coef).max())
+    pred = F.predict_features(fm, streamed.coef, x_val, batch_size=16)
+    np.testing.assert_allclose(pred, direct.predict(np.asarray(fm(x_val), np.float64)),
+                               rtol=1e-9, atol=1e-10 * np.abs(pred).max())
+
+
+def test_cholesky_ridge_solves_equal_eigendecomposition():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(40, 25))
+    gram, rhs = a.T @ a, rng.normal(size=(25, 3))
+    lams = np.array([1e-6, 1e-2, 10.0])
+    evals, evecs = np.linalg.eigh(gram)
+    for lam, w in zip(lams, F._solve_all(gram, rhs, lams)):
+        ref = evecs @ ((evecs.T @ rhs) / (evals + lam)[:, None])
+        np.testing.assert_allclose(w, ref, rtol=1e-8, atol=1e-10)
+    # a matrix that is not positive definite falls back to the eigendecomposition
+    indef = np.diag([1.0, -2.0, 3.0])
+    (w,) = F._solve_all(indef, np.ones((3, 1)), np.array([0.5]))
+    np.testing.assert_allclose((indef + 0.5 * np.eye(3)) @ w, np.ones((3, 1)), atol=1e-12)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda fm: F.normal_equations(fm, np.ones((4, 7)), np.ones((5, 1))), "y must have shape"),
+    (lambda fm: F.normal_equations(fm, np.ones((4, 6)), np.ones((4, 1))), "in_dim"),
+    (lambda fm: F.predict_features(fm, np.ones((8, 2)), np.ones((3, 7))), "coef must have"),
+    (lambda fm: F.ridge_select_streaming(fm, np.ones((4, 7)), np.ones((4, 1)), np.ones((2, 7)),
+                                         np.ones(3)), "labels_val"),
+    (lambda fm: F.ridge_select_streaming(fm, np.ones((4, 7)), np.ones((4, 1)), np.ones((2, 7)),
+                                         np.ones(2), [0.0]), "ridges"),
+    (lambda fm: F.normal_equations(fm, np.ones((4, 7)), np.ones((4, 1)), batch_size=0),
+     "batch_size"),
+])
+def test_streaming_bad_arguments_raise(call, match):
+    fm = F.feature_map(jax.random.key(0), "random_features", 7, 1, 16)
+    with pytest.raises(ValueError, match=match):
+        call(fm)
+
+
+def test_symmetrize_upper_in_place_by_blocks():
+    a = np.random.default_rng(5).normal(size=(37, 37))
+    ref = np.triu(a) + np.triu(a, 1).T
+    for block in (1, 5, 37, 100):
+        b = np.asfortranarray(a.copy())
+        assert F._symmetrize_upper(b, block=block) is b
+        np.testing.assert_array_equal(b, ref)
