@@ -101,7 +101,45 @@ def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
 SHARED_BUILD_FIXTURES = frozenset({"built_book", "built_html"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SHARED_BUILD_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("book"))
+
+
+def pytest_configure(config):
+    """Under ``--dist loadgroup`` with a pytest on which xdist cannot group (9.2 and later with
+    pytest-xdist 3.8, pytest-dev/pytest-xdist#1386), stop with a clear message."""
+    if getattr(config.option, "dist", None) != "loadgroup" or hasattr(config, "workerinput"):
+        return
+    from importlib.metadata import version
+
+    major_minor = tuple(int(v) for v in pytest.__version__.split(".")[:2])
+    xdist = tuple(int(v) for v in version("pytest-xdist").split(".")[:2])
+    if major_minor >= (9, 2) and xdist <= (3, 8):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist {version('pytest-xdist')}: "
+            "--dist loadgroup does not group tests (pytest-dev/pytest-xdist#1386), so two "
+            "workers would build _build/test at once; install requirements.txt's pytest "
+            "(9.1) or run with NTKLIT_TEST_WORKERS=0")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """Refuse to run when xdist's grouping has no effect (the worker's node ids of grouped tests
+    must end in ``@<group>``): two workers would build ``_build/test`` at once and corrupt it.
+    Seen with pytest 9.2 (pytest-dev/pytest-xdist#1386)."""
+    config = session.config
+    if not (hasattr(config, "workerinput") and config.getvalue("loadgroup")):
+        return
+    lost = [i.nodeid for i in session.items
+            if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:  # on a worker: the controller shows an INTERNALERROR; the message goes to stderr
+        import sys
+
+        sys.stderr.write(f"ntklit tests: {len(lost)} grouped tests lost their xdist group\n")
+        raise pytest.UsageError(
+            f"pytest-xdist --dist loadgroup did not group {len(lost)} tests (e.g. {lost[0]}) "
+            f"with pytest {pytest.__version__}: install the pytest of requirements.txt, or run "
+            "with NTKLIT_TEST_WORKERS=0")
