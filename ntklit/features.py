@@ -856,7 +856,7 @@ def ridge_select(phi_train: Any, y_train: Any, phi_val: Any, labels_val: Any,
     When :math:`N < m` it solves the same problem in the dual instead,
     :math:`W = \\Phi^\\top (\\Phi\\Phi^\\top + \\lambda I)^{-1} Y` (push-through identity),
     :math:`O(N^2 m + N^3)` time and :math:`O(N^2)` extra memory; the result is the same.
-    The regularized systems are solved by :func:`_solve_all` (Cholesky per candidate on the
+    The regularized systems are solved by ``_solve_all`` (Cholesky per candidate on the
     CPU). :func:`ridge_select_streaming` solves the same problem from a feature map without
     holding :math:`\\Phi`.
 
