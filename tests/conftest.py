@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,30 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# XLA's CPU backend spends most of a unit test's time compiling, not computing (measured with
+# jax.monitoring on tests/test_nets.py + test_empirical.py: 278 s of backend compilation in a
+# 332 s run, 1,535 programs). LLVM optimization level 0 compiles them faster (229 s for the
+# same run, all passing); the tests' arrays are tiny, so the slower code costs nothing. Set
+# before JAX starts its backend, for this process and the processes the tests start. The
+# chapters the tests execute in the quick profile run without it (``chapter_env``), exactly as
+# a reader's do: their arrays are not tiny (chapter 8 is 9% slower at level 0).
+# NTKLIT_TEST_XLA_OPT=1 keeps XLA's default optimization for the unit tests too.
+TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
+if os.environ.get("NTKLIT_TEST_XLA_OPT") != "1" and \
+        TEST_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAG}".strip()
+
+
+def chapter_env() -> dict[str, str]:
+    """The environment without the tests' XLA flag: for executing the real chapters."""
+    env = dict(os.environ)
+    flags = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f != TEST_XLA_FLAG)
+    if flags:
+        env["XLA_FLAGS"] = flags
+    else:
+        env.pop("XLA_FLAGS", None)
+    return env
 
 
 def _notebook(title: str, params_src: str, body: list[str]) -> nbformat.NotebookNode:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import chapter_env
 from ntklit import runner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def built_book() -> Path:
     proc = subprocess.run(
         [sys.executable, "-m", "ntklit", "--root", str(REPO), "--build-dir", str(BUILD), "all",
          "--profile", "quick", "--no-progress"],
-        capture_output=True, text=True, timeout=3600)
+        capture_output=True, text=True, timeout=3600, env=chapter_env())
     sys.stderr.write(proc.stderr[-20000:])
     assert proc.returncode == 0, f"runner failed:\n{proc.stderr[-8000:]}"
     index = Path(proc.stdout.strip().splitlines()[-1])

@@ -46,6 +46,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
+from conftest import chapter_env
 from ntklit import runner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -760,7 +761,7 @@ def built_html() -> Path:
         proc = subprocess.run(
             [sys.executable, "-m", "ntklit", "--root", str(REPO), "--build-dir", str(BUILD),
              "all", "--profile", "quick", "--no-progress"],
-            capture_output=True, text=True, timeout=3600)
+            capture_output=True, text=True, timeout=3600, env=chapter_env())
         assert proc.returncode == 0, f"runner failed:\n{proc.stderr[-8000:]}"
     assert index.is_file()
     return BUILD / "html"
