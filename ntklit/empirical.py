@@ -699,9 +699,9 @@ def cnn_kernels(params, x1, x2=None, *, activation: str | Callable = "relu",
     :math:`\\partial f_a / \\partial W^l_t = \\alpha_l \\sum_s a^{l-1}_{s+t}\\,
     \\delta^l_{a,s}{}^\\top` with :math:`\\delta^l_{a,s} = \\partial f_a / \\partial h^l_s`, so
 
-    .. math:: \\Theta(x, x') = \\sum_l \\sum_{s, s'} \\Big(\\alpha_l^2 \\sum_t \\langle
-              a^{l-1}_{s+t}(x), a^{l-1}_{s'+t}(x')\\rangle + \\beta^2\\Big)\\,
-              \\tfrac1k \\textstyle\\sum_a \\langle\\delta^l_{a,s}(x),
+    .. math:: \\Theta(x, x') = {} & \\sum_l \\sum_{s, s'} \\Big(\\alpha_l^2 \\sum_t \\langle
+              a^{l-1}_{s+t}(x), a^{l-1}_{s'+t}(x')\\rangle + \\beta^2\\Big) \\\\
+              & \\times \\tfrac1k \\textstyle\\sum_a \\langle\\delta^l_{a,s}(x),
               \\delta^l_{a,s'}(x')\\rangle + \\tfrac{\\sigma_w^2}{d}\\langle r(x), r(x')\\rangle
               + \\beta^2,
 

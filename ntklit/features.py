@@ -29,8 +29,8 @@ of the cosine :math:`t = \\hat x^\\top \\hat y` of the unit-norm inputs:
 
 .. math::
 
-   \\Theta(x, y) = \\frac{2\\|x\\|\\|y\\|}{d}\\,\\Theta_L(t),\\quad
-   \\Sigma_0 = \\Theta_0 = t,\\quad \\Sigma_h = \\kappa_1(\\Sigma_{h-1}),\\quad
+   \\Theta(x, y) &= \\frac{2\\|x\\|\\|y\\|}{d}\\,\\Theta_L(t),\\qquad
+   \\Sigma_0 = \\Theta_0 = t, \\\\ \\Sigma_h &= \\kappa_1(\\Sigma_{h-1}),\\qquad
    \\Theta_h = \\Sigma_h + \\Theta_{h-1}\\,\\kappa_0(\\Sigma_{h-1}),
 
 with the arc-cosine functions :math:`\\kappa_0(t) = 1 - \\arccos(t)/\\pi` and
@@ -490,9 +490,9 @@ def ntk_random_features(key: jax.Array, in_dim: int, depth: int, dim: int, *,
 
     .. math::
 
-       \\phi_h = \\sqrt{2/m_1}\\,\\mathrm{relu}(W_h \\phi_{h-1}),\\quad
-       \\dot\\phi_h = \\sqrt{2/m_1}\\,\\mathrm{step}(W_h \\phi_{h-1}),\\quad
-       \\psi_h = [\\phi_h,\\ \\mathrm{TS}(\\psi_{h-1} \\otimes \\dot\\phi_h)],
+       \\phi_h &= \\sqrt{2/m_1}\\,\\mathrm{relu}(W_h \\phi_{h-1}),\\qquad
+       \\dot\\phi_h = \\sqrt{2/m_1}\\,\\mathrm{step}(W_h \\phi_{h-1}), \\\\
+       \\psi_h &= [\\phi_h,\\ \\mathrm{TS}(\\psi_{h-1} \\otimes \\dot\\phi_h)],
 
     with a Gaussian (or orthogonal, Yu et al. 2016) :math:`W_h` of :math:`m_1` rows and a
     TensorSketch TS of dimension :math:`m_s`. One projection serves both orders (the order-0
@@ -623,9 +623,9 @@ def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
 
     .. math::
 
-       \\phi_h = [S\\,[\\sqrt{a_j} z_j]_{j=1}^q,\\ \\sqrt{a_0}],\\quad
-       \\dot\\phi_h = [S'\\,[\\sqrt{b_j} z_j]_{j=1}^q,\\ \\sqrt{b_0}],\\quad
-       \\psi_h = [\\phi_h,\\ \\mathrm{TSRHT}(\\psi_{h-1} \\otimes \\dot\\phi_h)],
+       \\phi_h &= [S\\,[\\sqrt{a_j} z_j]_{j=1}^q,\\ \\sqrt{a_0}],\\qquad
+       \\dot\\phi_h = [S'\\,[\\sqrt{b_j} z_j]_{j=1}^q,\\ \\sqrt{b_0}], \\\\
+       \\psi_h &= [\\phi_h,\\ \\mathrm{TSRHT}(\\psi_{h-1} \\otimes \\dot\\phi_h)],
 
     with SRHTs :math:`S, S'` to :math:`m_1 - 1` dimensions (:math:`m_1 = \\lfloor m/2\\rfloor`;
     the constant term stays exact, and the sketched width :math:`d + (q-1) m_1` is a power of

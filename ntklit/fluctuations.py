@@ -5,9 +5,9 @@ Networks (NTK parameterization, the convention of :func:`ntklit.nets.fcn`): inpu
 :math:`x \\in \\mathbb R^{n_0}`, ``depth`` hidden layers of width :math:`n`, and for every depth
 :math:`D` that is asked for a scalar readout on top of hidden layer :math:`D`,
 
-.. math:: z^{(1)} = \\tfrac{\\sigma_w}{\\sqrt{n_0}} W^{(1)} x + \\sigma_b b^{(1)},\\quad
+.. math:: z^{(1)} &= \\tfrac{\\sigma_w}{\\sqrt{n_0}} W^{(1)} x + \\sigma_b b^{(1)},\\qquad
           z^{(l+1)} = \\tfrac{\\sigma_w}{\\sqrt{n}} W^{(l+1)} \\phi(z^{(l)}) + \\sigma_b b^{(l+1)},
-          \\quad f_D = \\tfrac{\\sigma_w}{\\sqrt{n}} u_D^\\top \\phi(z^{(D)}) + \\sigma_b b_D.
+          \\\\ f_D &= \\tfrac{\\sigma_w}{\\sqrt{n}} u_D^\\top \\phi(z^{(D)}) + \\sigma_b b_D.
 
 Weights have unit-second-moment entries: i.i.d. :math:`\\mathcal N(0, 1)` (``"gaussian"``) or
 :math:`\\sqrt{\\max(n_\\text{out}, n_\\text{in})}` times a Haar semi-orthogonal matrix
@@ -24,10 +24,10 @@ The NTK uses no Jacobian: one forward pass stores :math:`z^{(l)}`, one backward 
 :math:`\\delta^{(l)}_D = \\partial f_D / \\partial z^{(l)}` for all requested depths at once
 (weights kept from the forward pass, or redrawn from their keys to save memory), and
 
-.. math:: \\Theta_D(x, x') = \\sum_{l=1}^{D} \\big(\\alpha_l^2 \\langle a^{(l-1)}(x),
+.. math:: \\Theta_D(x, x') = {} & \\sum_{l=1}^{D} \\big(\\alpha_l^2 \\langle a^{(l-1)}(x),
           a^{(l-1)}(x')\\rangle + \\sigma_b^2\\big) \\langle\\delta^{(l)}_D(x),
-          \\delta^{(l)}_D(x')\\rangle + \\alpha_{D+1}^2 \\langle a^{(D)}(x), a^{(D)}(x')\\rangle
-          + \\sigma_b^2,
+          \\delta^{(l)}_D(x')\\rangle \\\\ & + \\alpha_{D+1}^2 \\langle a^{(D)}(x),
+          a^{(D)}(x')\\rangle + \\sigma_b^2,
 
 with :math:`a^{(0)} = x`, :math:`a^{(l)} = \\phi(z^{(l)})`, :math:`\\alpha_1 = \\sigma_w /
 \\sqrt{n_0}` and :math:`\\alpha_l = \\sigma_w / \\sqrt{n}` otherwise. Cost per network: the
@@ -40,10 +40,10 @@ The effective theory (Roberts, Yaida & Hanin, arXiv:2106.10165, ch. 4-5; Day, Ka
 arXiv:2310.07765) is :func:`kernel_recursion`: the single-input kernel :math:`K^{(l)}` and
 four-point vertex :math:`V^{(l)}` of Gaussian networks,
 
-.. math:: K^{(l+1)} = C_b + C_W \\langle\\phi^2\\rangle_{K^{(l)}},\\qquad
-          V^{(l+1)} = C_W^2\\big(\\langle\\phi^4\\rangle_{K^{(l)}} - \\langle\\phi^2
-          \\rangle_{K^{(l)}}^2\\big) + \\chi_\\parallel^{(l)\\,2} V^{(l)},\\qquad
+.. math:: K^{(l+1)} &= C_b + C_W \\langle\\phi^2\\rangle_{K^{(l)}},\\qquad
           \\chi_\\parallel^{(l)} = C_W \\frac{d\\langle\\phi^2\\rangle_K}{dK}\\Big|_{K^{(l)}},
+          \\\\ V^{(l+1)} &= C_W^2\\big(\\langle\\phi^4\\rangle_{K^{(l)}} - \\langle\\phi^2
+          \\rangle_{K^{(l)}}^2\\big) + \\chi_\\parallel^{(l)\\,2} V^{(l)},
 
 :math:`C_W = \\sigma_w^2`, :math:`C_b = \\sigma_b^2`, :math:`V^{(1)} = 0`, which gives
 :math:`n\\,\\mathrm{Var}[q^{(l)}] / \\mathbb E[q^{(l)}]^2 = 2 + V^{(l)} / (K^{(l)})^2 +
@@ -683,8 +683,8 @@ def kernel_recursion(activation: str, depth: int, *, W_std: float = 1.0, b_std: 
                      K1: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Leading-order single-input kernel and four-point vertex of Gaussian MLPs, layer by layer.
 
-    .. math:: K^{(l+1)} = C_b + C_W m_2(K^{(l)}),\\quad
-              V^{(l+1)} = C_W^2\\,[m_4 - m_2^2](K^{(l)}) + \\big(C_W\\, dm_2(K^{(l)})\\big)^2
+    .. math:: K^{(l+1)} &= C_b + C_W m_2(K^{(l)}), \\\\
+              V^{(l+1)} &= C_W^2\\,[m_4 - m_2^2](K^{(l)}) + \\big(C_W\\, dm_2(K^{(l)})\\big)^2
               V^{(l)},\\quad V^{(1)} = 0
 
     (Roberts, Yaida & Hanin, arXiv:2106.10165, the single-input four-point recursion of ch. 4;
