@@ -35,8 +35,15 @@ import numpy as np
 
 from . import _validate
 
-__all__ = ["haar_orthogonal", "orthogonal", "delta_orthogonal", "gaussian",
-           "orthogonalize_params", "CONV_MODES", "PARAMETERIZATIONS"]
+__all__ = [
+    "haar_orthogonal",
+    "orthogonal",
+    "delta_orthogonal",
+    "gaussian",
+    "orthogonalize_params",
+    "CONV_MODES",
+    "PARAMETERIZATIONS",
+]
 
 #: Allowed values of ``orthogonalize_params(conv=...)``.
 CONV_MODES = ("delta", "orthogonal")
@@ -46,14 +53,15 @@ PARAMETERIZATIONS = ("ntk", "standard")
 
 def _check_shape(name: str, shape, min_ndim: int, max_ndim: int | None = None) -> tuple:
     if not isinstance(shape, (tuple, list)):
-        raise ValueError(f"{name} must be a tuple of positive ints, got {shape!r} "
-                         f"({type(shape).__name__})")
+        raise ValueError(
+            f"{name} must be a tuple of positive ints, got {shape!r} ({type(shape).__name__})"
+        )
     shape = tuple(shape)
     if len(shape) < min_ndim or (max_ndim is not None and len(shape) > max_ndim):
-        allowed = (f"exactly {min_ndim}" if max_ndim == min_ndim
-                   else f"at least {min_ndim}")
-        raise ValueError(f"{name} must have {allowed} entries, got {shape!r} "
-                         f"({len(shape)} entries)")
+        allowed = f"exactly {min_ndim}" if max_ndim == min_ndim else f"at least {min_ndim}"
+        raise ValueError(
+            f"{name} must have {allowed} entries, got {shape!r} ({len(shape)} entries)"
+        )
     for i, s in enumerate(shape):
         _validate.integer(f"{name}[{i}]", s)
     return tuple(int(s) for s in shape)
@@ -63,8 +71,9 @@ def _check_float_dtype(dtype) -> jnp.dtype:
     try:
         dt = jnp.dtype(dtype)
     except TypeError as e:
-        raise ValueError(f"dtype must be a floating dtype (float32 or float64), got "
-                         f"{dtype!r}") from e
+        raise ValueError(
+            f"dtype must be a floating dtype (float32 or float64), got {dtype!r}"
+        ) from e
     if not jnp.issubdtype(dt, jnp.floating):
         raise ValueError(f"dtype must be a floating dtype (float32 or float64), got {dt}")
     return dt
@@ -78,8 +87,9 @@ def _haar_frame(key, m: int, r: int, dt) -> jax.Array:
     return q * jnp.where(d < 0, -1.0, 1.0).astype(dt)[None, :]
 
 
-def haar_orthogonal(key: jax.Array, n: int, dtype=jnp.float32, *,
-                    sign_correction: bool = True) -> jax.Array:
+def haar_orthogonal(
+    key: jax.Array, n: int, dtype=jnp.float32, *, sign_correction: bool = True
+) -> jax.Array:
     """A Haar-distributed (uniform) random orthogonal matrix of :math:`O(n)`.
 
     Draws :math:`G` with i.i.d. :math:`\\mathcal N(0, 1)` entries, takes its QR decomposition
@@ -228,6 +238,7 @@ def gaussian(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Arr
 # ----------------------------------------------------------------------------------------------
 # orthogonalizing stax parameters
 
+
 def _is_array(x) -> bool:
     return isinstance(x, (jax.Array, np.ndarray))
 
@@ -246,8 +257,13 @@ def _is_bias_for(b, w) -> bool:
 
 def _is_layer(node) -> bool:
     """A stax Dense/Conv parameter pair ``(W, b)``: W an array with ndim >= 2, b bias or None."""
-    return (isinstance(node, tuple) and len(node) == 2 and _is_array(node[0])
-            and node[0].ndim >= 2 and _is_bias_for(node[1], node[0]))
+    return (
+        isinstance(node, tuple)
+        and len(node) == 2
+        and _is_array(node[0])
+        and node[0].ndim >= 2
+        and _is_bias_for(node[1], node[0])
+    )
 
 
 def _describe(x) -> str:
@@ -256,8 +272,14 @@ def _describe(x) -> str:
     return f"{type(x).__name__} {x!r}"[:200]
 
 
-def orthogonalize_params(key: jax.Array, params: Any, *, conv: str = "delta",
-                         parameterization: str = "ntk", W_std: float = 1.0) -> Any:
+def orthogonalize_params(
+    key: jax.Array,
+    params: Any,
+    *,
+    conv: str = "delta",
+    parameterization: str = "ntk",
+    W_std: float = 1.0,
+) -> Any:
     """Replace every Dense/Conv weight of a neural-tangents ``stax`` parameter pytree.
 
     The pytree is walked in order. Each layer's parameters ``(W, b)`` are recognised by their
@@ -340,6 +362,7 @@ def orthogonalize_params(key: jax.Array, params: Any, *, conv: str = "delta",
             f"orthogonalize_params: cannot classify params{path}: {_describe(node)}. Supported: "
             f"stax Dense (W, b) pairs with 2-D W, Conv (W, b) pairs with HWIO W of ndim >= 3, "
             f"b None or a bias with W.shape[-1] entries, and parameter-free layers (() or "
-            f"None), nested in lists/tuples/dicts.")
+            f"None), nested in lists/tuples/dicts."
+        )
 
     return walk(params, "")
