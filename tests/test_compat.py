@@ -29,6 +29,7 @@ import pytest
 import ntklit  # noqa: F401 - applies ntklit.compat
 from ntklit import compat
 
+# isort: split
 import jax  # noqa: E402 - after ntklit on purpose
 import jax.numpy as jnp  # noqa: E402
 import neural_tangents as nt  # noqa: E402
