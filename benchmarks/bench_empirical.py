@@ -137,6 +137,7 @@ def _time(fn, repeats):
 
 def _network(kind, depth, width, n):
     import jax
+
     from ntklit import nets
 
     if kind == "fcn":
@@ -152,7 +153,6 @@ def _network(kind, depth, width, n):
 
 
 def worker(spec: dict) -> dict:
-    import jax
     import numpy as np
 
     import ntklit  # noqa: F401
@@ -193,11 +193,12 @@ def worker(spec: dict) -> dict:
 def _ensemble_worker(spec, rec):
     import jax
     import jax.numpy as jnp
-    import neural_tangents as nt
     import numpy as np
 
     from ntklit import empirical as E
     from ntklit import nets
+
+    import neural_tangents as nt
 
     depth, width, n, S = spec["depth"], spec["width"], spec["n"], spec["samples"]
     init, d_in = spec["init"], spec["input_dim"]
@@ -349,9 +350,11 @@ def main(argv=None):
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
 
-    import numpy as np
     import jax
+    import numpy as np
+
     import ntklit  # noqa: F401
+
     import neural_tangents as nt
 
     dev = jax.devices()[0]

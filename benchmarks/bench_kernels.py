@@ -48,12 +48,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ntklit  # noqa: E402,F401  (applies compat)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import neural_tangents as nt  # noqa: E402
 
+import ntklit  # noqa: E402,F401  (applies compat)
 from ntklit import nets  # noqa: E402
+
+import neural_tangents as nt  # noqa: E402
 
 #: Memory traffic model of one FCN layer (Dense + activation), bytes per kernel entry (float32).
 BYTES_PER_ENTRY_LAYER = 12 * 4

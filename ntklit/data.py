@@ -52,7 +52,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import io
 import os
 import random
 import shutil

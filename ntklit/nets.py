@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
 from neural_tangents import stax
 
 from . import _validate

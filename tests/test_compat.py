@@ -32,6 +32,7 @@ from ntklit import compat
 # isort: split
 import jax  # noqa: E402 - after ntklit on purpose
 import jax.numpy as jnp  # noqa: E402
+
 import neural_tangents as nt  # noqa: E402
 from neural_tangents import stax  # noqa: E402
 

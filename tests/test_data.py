@@ -16,7 +16,6 @@ import pytest
 
 from ntklit import data
 
-
 # ----------------------------------------------------------------------------- fixed datasets
 
 

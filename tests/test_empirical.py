@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import ntklit  # noqa: F401  (applies the compat patches)
-from neural_tangents import stax
 from ntklit import empirical as E
 from ntklit import nets
+
+from neural_tangents import stax
 
 jax.config.update("jax_enable_x64", True)
 

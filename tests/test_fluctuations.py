@@ -7,10 +7,10 @@ import pytest
 from scipy import integrate
 
 import ntklit  # noqa: F401  (applies the neural-tangents compat patches)
-import neural_tangents as nt
-
 from ntklit import fluctuations as fl
 from ntklit import nets
+
+import neural_tangents as nt
 
 jax.config.update("jax_enable_x64", True)
 

@@ -10,6 +10,7 @@ import scipy.stats
 
 import ntklit  # noqa: F401  (applies compat)
 from ntklit import init
+
 from neural_tangents import stax
 
 jax.config.update("jax_enable_x64", True)

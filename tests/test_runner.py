@@ -14,7 +14,6 @@ from conftest import _cli, _notebook, _text, _tree_digest
 
 from ntklit import runner
 
-
 # --------------------------------------------------------------------------- parameters
 
 

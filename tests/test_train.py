@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ntklit import data, train  # noqa: I001  (importing ntklit first applies the compat layer)
+
 import neural_tangents as nt
 from neural_tangents import stax
 
