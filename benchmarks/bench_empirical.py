@@ -256,7 +256,10 @@ def _ensemble_worker(spec, rec):
         # where the time goes: drawing the parameters vs the vmapped kernels, and the cost of
         # one Python dispatch of a jitted call (what a loop over seeds pays per network)
         keys = jax.random.split(key, S)
-        draw = lambda k: init_fn(k, x.shape)[1]
+
+        def draw(k):
+            return init_fn(k, x.shape)[1]
+
         if mode == "vmap":
             init_all = jax.jit(jax.vmap(draw))
         else:

@@ -97,10 +97,12 @@ def _n_affine_duplicates(a, b):
     """Rows of ``a`` equal to a row of ``b`` up to a shift and a positive scale (row
     correlation 1): the MNIST-1D generator rescales a whole dataset by its own mean and std,
     so the same sample generated in two datasets is equal only up to such a map."""
-    z = lambda x: (
-        (x - x.mean(1, keepdims=True))
-        / np.linalg.norm(x - x.mean(1, keepdims=True), axis=1, keepdims=True)
-    )
+
+    def z(x):
+        return (x - x.mean(1, keepdims=True)) / np.linalg.norm(
+            x - x.mean(1, keepdims=True), axis=1, keepdims=True
+        )
+
     return int(np.sum((z(a) @ z(b).T).max(1) > 1 - 1e-9))
 
 

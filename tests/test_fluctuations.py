@@ -325,14 +325,17 @@ def test_conditional_sampler_differs_between_inits():
 def _quad_moments(activation, K):
     phi = ACT[activation]
     dens = lambda z, k: np.exp(-z * z / (2 * k)) / np.sqrt(2 * np.pi * k)  # noqa: E731
-    m = lambda f, k: integrate.quad(
-        lambda z: f(z) * dens(z, k),
-        -np.inf,
-        np.inf,  # noqa: E731
-        epsabs=1e-13,
-        epsrel=1e-12,
-        limit=200,
-    )[0]
+
+    def m(f, k):
+        return integrate.quad(
+            lambda z: f(z) * dens(z, k),
+            -np.inf,
+            np.inf,
+            epsabs=1e-13,
+            epsrel=1e-12,
+            limit=200,
+        )[0]
+
     m2 = m(lambda z: phi(z) ** 2, K)
     m4 = m(lambda z: phi(z) ** 4, K)
     h = 1e-4 * K
