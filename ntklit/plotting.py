@@ -243,7 +243,7 @@ def _ratio_bars(ax, rows, ratio: str, config: Sequence[str], series: str, skip: 
     speedup_bars(
         ax,
         labels,
-        {k: [v.get(l, np.nan) for l in labels] for k, v in vals.items()},
+        {k: [v.get(lab, np.nan) for lab in labels] for k, v in vals.items()},
         ylabel=f"time / time of {skip} (x)",
     )
 

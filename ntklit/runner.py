@@ -1796,9 +1796,9 @@ def build_html(root: Path, *, paths: BuildPaths | None = None, strict: bool = Tr
     new_html = out / "_build" / "html"
     if proc.returncode != 0 or not (new_html / "index.html").is_file():
         problems = [
-            _strip_ansi(l)
-            for l in log.splitlines()
-            if "WARNING" in l or "ERROR" in l or "Error" in l
+            _strip_ansi(line)
+            for line in log.splitlines()
+            if "WARNING" in line or "ERROR" in line or "Error" in line
         ]
         raise RunnerError(
             f"jupyter-book build failed (exit {proc.returncode}); the last "

@@ -1192,9 +1192,9 @@ def case_site(built_html, tmp_path_factory):
     shutil.copy2(root / "_static" / "images" / "logo_colab.png", root / "_images" / "_case_ok.png")
     (root / "_images" / "_case_empty.png").write_bytes(b"")
     fixture = "\n".join(
-        l
-        for l in (FIXTURES / "broken_references.html").read_text().splitlines()
-        if not l.startswith(("<!--", "     "))
+        line
+        for line in (FIXTURES / "broken_references.html").read_text().splitlines()
+        if not line.startswith(("<!--", "     "))
     )
     text = (root / base).read_text()
     for name, snippet in CASE_SNIPPETS.items():

@@ -41,8 +41,8 @@ def test_digits_shapes_split_and_onehot():
     raw0 = data.load("digits", "train", standardize=False, seed=0)
     np.testing.assert_array_equal(raw.x, raw0.x)
     d = load_digits()
-    all_rows = {r.tobytes() + bytes([l]) for r, l in zip(d.data.astype(np.float32), d.target)}
-    assert all(r.tobytes() + bytes([l]) in all_rows for r, l in zip(raw.x, raw.labels))
+    all_rows = {r.tobytes() + bytes([lab]) for r, lab in zip(d.data.astype(np.float32), d.target)}
+    assert all(r.tobytes() + bytes([lab]) in all_rows for r, lab in zip(raw.x, raw.labels))
     # train and test disjoint in index (1297 + 500 = 1797 images)
     assert len(tr) + len(te) == d.target.shape[0]
 

@@ -138,7 +138,10 @@ def test_delta_cnn_is_a_1x1_cnn():
     init_d, apply_d, kfn_d = nets.cnn(2, 6, init="orthogonal", conv="delta", **kw)
     _, apply_1, kfn_1 = nets.cnn(2, 6, filter_shape=(1, 1), **kw)
     _, p = init_d(KEY, x.shape)
-    p1 = [(l[0][1:2, 1:2] / 3.0, l[1]) if l != () and l[0].ndim == 4 else l for l in p]
+    p1 = [
+        (layer[0][1:2, 1:2] / 3.0, layer[1]) if layer != () and layer[0].ndim == 4 else layer
+        for layer in p
+    ]
     np.testing.assert_allclose(apply_d(p, x), apply_1(p1, x), rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(kfn_d(x, None, "ntk"), kfn_1(x, None, "ntk"))
 

@@ -178,7 +178,8 @@ def test_run_cache_failure_and_build(book):
     # ipykernel encryption warning), and the kernel process's own output goes to its log.
     assert "without encryption" not in res.stderr and "IPKernelApp" not in res.stderr, res.stderr
     assert all(
-        l.startswith(("[1/2]", "[2/2]", "building HTML")) for l in res.stderr.strip().splitlines()
+        line.startswith(("[1/2]", "[2/2]", "building HTML"))
+        for line in res.stderr.strip().splitlines()
     ), res.stderr
     assert (book / "_build" / "records" / "01_alpha.kernel.log").is_file()
     index = Path(res.stdout.strip().splitlines()[-1])
