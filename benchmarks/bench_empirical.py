@@ -11,9 +11,9 @@ implementation that fails (e.g. neural-tangents' STRUCTURED_DERIVATIVES or AUTO 
 do not support) is recorded as an error instead of stopping the run. Each measurement reports
 the compile time (first call), the median of ``--repeats`` timed calls (methods estimated above
 ``ONE_CALL_GFLOP`` are timed by their first call alone, compile included, an upper bound), and
-the maximum relative difference ``max|K - K_ref| / max|K_ref|`` to the reference kernel of that configuration
-(ntklit's FCN fast path for FCNs, neural-tangents' Jacobian contraction for the CNN), all in
-float32 on the same random network and inputs. Methods whose estimated cost exceeds
+the maximum relative difference ``max|K - K_ref| / max|K_ref|`` to the reference kernel of that
+configuration (ntklit's FCN fast path for FCNs, neural-tangents' Jacobian contraction for the
+CNN), all in float32 on the same random network and inputs. Methods whose estimated cost exceeds
 ``--max-gflop`` are skipped and recorded as skipped, with the estimate (in seconds too, from the
 method's throughput on the configurations measured before). On 2 CPU cores the default
 ``--max-gflop 5000`` runs everything of the quick profile, NTK_VECTOR_PRODUCTS at depth 10, width

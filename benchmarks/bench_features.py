@@ -13,7 +13,8 @@ records test accuracy, the chosen ridge, wall time, CPU time (user + sys of this
 threads) and the peak resident memory above the start of the call (``features.measure``, the
 one timing mechanism shared with chapter 8), after untimed warm-up calls that compile
 everything (each feature map's batch program with ``FeatureMap.compile``; ``kernel_fn`` at
-every N, since it compiles per input shape). For ``m > N`` the feature ridge solve runs in the dual (``ridge_select``).
+every N, since it compiles per input shape). For ``m > N`` the feature ridge solve runs in the
+dual (``ridge_select``).
 The NTK sketch runs twice, with its tensor powers built by the chain (method ``"sketch"``) and by
 the paper's PolySketch tree (``"sketch_tree"``, ``powers="tree"``). The machine load
 (``os.getloadavg``) is recorded with every entry, since on a shared machine wall times are

@@ -357,7 +357,8 @@ def _tensor_srht_params(key, dim1: int, dim2: int, out_dim: int) -> dict:
 
 
 def _tensor_srht(p: dict, a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-    """Unbiased: :math:`\\mathbb{E}[S(a\\otimes b)^\\top S(a'\\otimes b')] = (a^\\top a')(b^\\top b')`."""
+    """Unbiased:
+    :math:`\\mathbb{E}[S(a\\otimes b)^\\top S(a'\\otimes b')] = (a^\\top a')(b^\\top b')`."""
     m = p["a"]["idx"].shape[0]
     return _srht(p["a"], a) * _srht(p["b"], b) * jnp.sqrt(m).astype(a.dtype)
 

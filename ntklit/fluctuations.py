@@ -131,8 +131,9 @@ def sample_weight(
       init: ``"gaussian"`` (i.i.d. :math:`\\mathcal N(0,1)`) or ``"orthogonal"``:
         :math:`W = \\sqrt{m}\\, Q`, :math:`m = \\max(n_\\text{out}, n_\\text{in})`, with
         :math:`Q` the first columns (or, transposed, rows) of a Haar orthogonal matrix, from the
-        reduced QR of a Gaussian matrix with :math:`\\mathrm{diag}\\,R > 0` (arXiv:math-ph/0609050).
-        For :math:`n_\\text{out} \\ge n_\\text{in}`, :math:`W^\\top W = n_\\text{out} I`.
+        reduced QR of a Gaussian matrix with :math:`\\mathrm{diag}\\,R > 0`
+        (arXiv:math-ph/0609050). For :math:`n_\\text{out} \\ge n_\\text{in}`,
+        :math:`W^\\top W = n_\\text{out} I`.
       dtype: floating dtype.
 
     Returns:

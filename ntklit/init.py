@@ -6,10 +6,10 @@ All samplers follow neural-tangents' **NTK parameterization**: a ``stax.Dense`` 
    \\qquad W_{ij} \\sim \\mathcal N(0, 1),
 
 and a ``stax.Conv`` layer with an ``filter_shape + (c_in, c_out)`` (HWIO) kernel divides by
-:math:`\\sqrt{c_\\text{in} \\prod \\text{filter\\_shape}}` instead. The weights themselves therefore
-have unit-variance entries, and the orthogonal samplers here are scaled so that their entries
-have unit second moment too: a semi-orthogonal :math:`(n_\\text{in}, n_\\text{out})` matrix is
-multiplied by :math:`\\sqrt{\\max(n_\\text{in}, n_\\text{out})}`.
+:math:`\\sqrt{c_\\text{in} \\prod \\text{filter\\_shape}}` instead. The weights themselves
+therefore have unit-variance entries, and the orthogonal samplers here are scaled so that their
+entries have unit second moment too: a semi-orthogonal :math:`(n_\\text{in}, n_\\text{out})`
+matrix is multiplied by :math:`\\sqrt{\\max(n_\\text{in}, n_\\text{out})}`.
 
 Functions:
 
@@ -93,9 +93,9 @@ def haar_orthogonal(
     """A Haar-distributed (uniform) random orthogonal matrix of :math:`O(n)`.
 
     Draws :math:`G` with i.i.d. :math:`\\mathcal N(0, 1)` entries, takes its QR decomposition
-    :math:`G = QR` and returns :math:`Q\\, \\mathrm{diag}(\\mathrm{sign}\\, R_{ii})` (Mezzadri 2007,
-    arXiv:math-ph/0609050). The sign correction makes :math:`R` have a positive diagonal, which
-    makes the decomposition unique; then :math:`Q` inherits the invariance
+    :math:`G = QR` and returns :math:`Q\\, \\mathrm{diag}(\\mathrm{sign}\\, R_{ii})`
+    (Mezzadri 2007, arXiv:math-ph/0609050). The sign correction makes :math:`R` have a positive
+    diagonal, which makes the decomposition unique; then :math:`Q` inherits the invariance
     :math:`G \\mapsto UG` of the Gaussian law and is Haar. Without it the law of :math:`Q` depends
     on the QR routine's sign convention: with LAPACK's Householder convention (JAX on CPU) every
     raw :math:`Q` has :math:`Q_{11} < 0` and :math:`\\det Q = (-1)^{n-1}`, which is not Haar.
@@ -140,8 +140,8 @@ def orthogonal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.A
     n_\\text{out} I`; otherwise the columns are, :math:`W^\\top W = n_\\text{in} I`. Every entry
     has :math:`\\mathbb E W_{ij}^2 = 1` like the Gaussian default, and for
     :math:`n_\\text{in} \\le n_\\text{out}` the Dense layer maps
-    :math:`\\|z\\|^2 = W_\\text{std}^2 \\frac{n_\\text{out}}{n_\\text{in}} \\|x\\|^2` exactly (b = 0),
-    the value the Gaussian layer has in expectation (Saxe et al. 2014, arXiv:1312.6120).
+    :math:`\\|z\\|^2 = W_\\text{std}^2 \\frac{n_\\text{out}}{n_\\text{in}} \\|x\\|^2` exactly
+    (b = 0), the value the Gaussian layer has in expectation (Saxe et al. 2014, arXiv:1312.6120).
 
     Args:
       key: a JAX PRNG key.
@@ -313,9 +313,9 @@ def orthogonalize_params(
       conv: ``"delta"`` (default) or ``"orthogonal"``, see above.
       parameterization: ``"ntk"`` (default; weights have unit-variance entries) or
         ``"standard"`` (neural-tangents' standard parameterization stores
-        :math:`W_\\text{std} W / \\sqrt{\\text{fan\\_in}}`; the orthogonal weight is scaled the same
-        way, with ``fan_in = W.shape[0]`` for Dense and ``prod(W.shape[:-1])`` for Conv and one
-        ``W_std`` for every layer; ``s != (1, 1)`` widths are not supported).
+        :math:`W_\\text{std} W / \\sqrt{\\text{fan\\_in}}`; the orthogonal weight is scaled
+        the same way, with ``fan_in = W.shape[0]`` for Dense and ``prod(W.shape[:-1])`` for Conv
+        and one ``W_std`` for every layer; ``s != (1, 1)`` widths are not supported).
       W_std: the layers' ``W_std``; used only with ``parameterization="standard"``.
 
     Returns:

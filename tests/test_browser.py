@@ -1024,7 +1024,8 @@ def test_reproducibility_page_shows_paper_scale_status(built_html, context, book
     try:
         page.goto(book_url + "book/reproducibility.html", wait_until="load")
         rows = page.evaluate("""() => {
-            const h = [...document.querySelectorAll('h2')].find(e => e.textContent.startsWith('Status'));
+            const h = [...document.querySelectorAll('h2')].find(
+                e => e.textContent.startsWith('Status'));
             let t = h && h.parentElement.querySelector('table');
             return t ? [...t.querySelectorAll('tbody tr')].map(
                 r => [...r.querySelectorAll('td')].map(c => c.innerText.trim())) : null;
@@ -1047,7 +1048,7 @@ def test_reproducibility_page_shows_paper_scale_status(built_html, context, book
         assert f"{rec['checks_passed']}/{rec['checks_total']} checks" in row[2]
 
 
-# --------------------------------------------------------------------------- the checks catch breakage
+# ----------------------------------------------------------------------- the checks catch breakage
 #
 # A copy of the built book in a temporary directory, with one thing broken per case: either a
 # new page "_case_<name>.html" (a copy of the landing page with a snippet injected at the top

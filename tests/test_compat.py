@@ -515,8 +515,8 @@ def test_kernel_fn_erf_and_elementwise_numerical_closed_forms():
 
 def test_kernel_fn_conv_pooling_flatten_closed_forms():
     """Exact identities: a 1x1 convolution on 1x1 images is a dense layer (Flatten and
-    GlobalAvgPool are then the identity); a full-window AvgPool then Flatten is GlobalAvgPool; a linear circular
-    convolution followed by GlobalAvgPool has the NNGP
+    GlobalAvgPool are then the identity); a full-window AvgPool then Flatten is GlobalAvgPool; a
+    linear circular convolution followed by GlobalAvgPool has the NNGP
     :math:`W^2 \\bar x \\cdot \\bar x' / C + b^2` (:math:`\\bar x` the spatial mean)."""
     W, b = 1.6, 0.3
     x = np.random.default_rng(4).normal(size=(4, 1, 1, 3))

@@ -1,4 +1,5 @@
-"""Tests of ntklit.fluctuations: exactness against per-network references, laws, effective theory."""
+"""Tests of ntklit.fluctuations: exactness against per-network references, laws, effective
+theory."""
 
 import jax
 import jax.numpy as jnp

@@ -265,7 +265,7 @@ def test_params_and_list_commands(book):
     assert res.stdout.splitlines() == ["01_alpha\t1. Alpha", "02_beta\t2. Beta"]
 
 
-# --------------------------------------------------------------------------- shape profile, records
+# -------------------------------------------------------------------------- shape profile, records
 
 
 def test_shape_profile_is_full_with_reduced_counts(book):
