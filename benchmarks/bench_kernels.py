@@ -48,12 +48,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ntklit  # noqa: E402,F401  (applies compat)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import neural_tangents as nt  # noqa: E402
 
+import ntklit  # noqa: E402,F401  (applies compat)
 from ntklit import nets  # noqa: E402
+
+import neural_tangents as nt  # noqa: E402
 
 #: Memory traffic model of one FCN layer (Dense + activation), bytes per kernel entry (float32).
 BYTES_PER_ENTRY_LAYER = 12 * 4
@@ -69,7 +70,7 @@ def _peak_memory_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
 
 
-def measure_bandwidth(nbytes: int = 256 * 2 ** 20, repeats: int = 5) -> float:
+def measure_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
     """Achievable memory bandwidth (bytes/s) of a large device array copy, read + write."""
     a = jnp.ones((nbytes // 4,), jnp.float32)
     f = jax.jit(lambda x: x * 1.0000001)  # a copy the compiler cannot elide
@@ -94,7 +95,7 @@ def measure_flops(n: int = 2048, repeats: int = 5) -> float:
         t = time.perf_counter()
         f(a, b).block_until_ready()
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def _time_kernel(kernel_fn, x, batch_size):
@@ -117,15 +118,26 @@ def bench_fcn(N: int, depth: int, d: int, batch_size: int, bandwidth: float) -> 
     entries = N * N
     rate = entries / wall
     bound = bandwidth / (BYTES_PER_ENTRY_LAYER * depth)
-    return {"architecture": "fcn", "N": N, "depth": depth, "input_dim": d,
-            "batch_size": batch_size, "wall_s": wall, "process_cpu_s": cpu,
-            "entries_per_s": rate, "peak_memory_bytes": _peak_memory_bytes(),
-            "bound": "memory traffic", "bound_entries_per_s": bound,
-            "fraction_of_bound": rate / bound, "finite": ok}
+    return {
+        "architecture": "fcn",
+        "N": N,
+        "depth": depth,
+        "input_dim": d,
+        "batch_size": batch_size,
+        "wall_s": wall,
+        "process_cpu_s": cpu,
+        "entries_per_s": rate,
+        "peak_memory_bytes": _peak_memory_bytes(),
+        "bound": "memory traffic",
+        "bound_entries_per_s": bound,
+        "fraction_of_bound": rate / bound,
+        "finite": ok,
+    }
 
 
-def bench_cnn(N: int, depth: int, hw: int, batch_size: int, flop_rate: float,
-              bandwidth: float) -> dict:
+def bench_cnn(
+    N: int, depth: int, hw: int, batch_size: int, flop_rate: float, bandwidth: float
+) -> dict:
     x = np.random.default_rng(0).standard_normal((N, hw, hw, 1)).astype(np.float32)
     _, _, kernel_fn = nets.cnn(depth, 1, activation="relu", W_std=1.4, b_std=0.1)
     wall, cpu, ok = _time_kernel(kernel_fn, x, batch_size)
@@ -134,19 +146,33 @@ def bench_cnn(N: int, depth: int, hw: int, batch_size: int, flop_rate: float,
     flops_per_entry = depth * (hw * hw) ** 2 * (2 * 9 + DUAL_FLOPS)
     bound = flop_rate / flops_per_entry
     mem_bound = bandwidth / (depth * (hw * hw) ** 2 * BYTES_PER_ENTRY_LAYER)
-    return {"architecture": "cnn", "N": N, "depth": depth, "image": [hw, hw, 1],
-            "batch_size": batch_size, "wall_s": wall, "process_cpu_s": cpu,
-            "entries_per_s": rate, "peak_memory_bytes": _peak_memory_bytes(),
-            "bound": "FLOPs", "flops_per_entry": flops_per_entry,
-            "bound_entries_per_s": bound, "fraction_of_bound": rate / bound,
-            "memory_traffic_bound_entries_per_s": mem_bound,
-            "fraction_of_memory_traffic_bound": rate / mem_bound, "finite": ok}
+    return {
+        "architecture": "cnn",
+        "N": N,
+        "depth": depth,
+        "image": [hw, hw, 1],
+        "batch_size": batch_size,
+        "wall_s": wall,
+        "process_cpu_s": cpu,
+        "entries_per_s": rate,
+        "peak_memory_bytes": _peak_memory_bytes(),
+        "bound": "FLOPs",
+        "flops_per_entry": flops_per_entry,
+        "bound_entries_per_s": bound,
+        "fraction_of_bound": rate / bound,
+        "memory_traffic_bound_entries_per_s": mem_bound,
+        "fraction_of_memory_traffic_bound": rate / mem_bound,
+        "finite": ok,
+    }
 
 
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--full", action="store_true",
-                   help="FCN N up to 10,000 and CNN N up to 1,000 (minutes on CPU)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="FCN N up to 10,000 and CNN N up to 1,000 (minutes on CPU)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output JSON path")
     args = p.parse_args(argv)
     dev = jax.devices()[0]
@@ -161,36 +187,54 @@ def main(argv=None) -> Path:
     t0 = time.perf_counter()
     bandwidth = measure_bandwidth()
     flop_rate = measure_flops()
-    print(f"device {dev.device_kind}: copy bandwidth {bandwidth / 1e9:.1f} GB/s, "
-          f"matmul {flop_rate / 1e9:.1f} GFLOP/s", flush=True)
+    print(
+        f"device {dev.device_kind}: copy bandwidth {bandwidth / 1e9:.1f} GB/s, "
+        f"matmul {flop_rate / 1e9:.1f} GFLOP/s",
+        flush=True,
+    )
     results = []
     for N, depth in fcn_cfg:
         r = bench_fcn(N, depth, 64, fcn_bs, bandwidth)
         results.append(r)
-        print(f"FCN N={N} depth={depth}: {r['entries_per_s']:.3g} entries/s "
-              f"({100 * r['fraction_of_bound']:.1f}% of the memory-traffic bound), "
-              f"{r['wall_s']:.1f} s wall, {r['process_cpu_s']:.1f} s CPU", flush=True)
+        print(
+            f"FCN N={N} depth={depth}: {r['entries_per_s']:.3g} entries/s "
+            f"({100 * r['fraction_of_bound']:.1f}% of the memory-traffic bound), "
+            f"{r['wall_s']:.1f} s wall, {r['process_cpu_s']:.1f} s CPU",
+            flush=True,
+        )
     for N, depth, hw in cnn_cfg:
         r = bench_cnn(N, depth, hw, cnn_bs, flop_rate, bandwidth)
         results.append(r)
-        print(f"CNN N={N} depth={depth} {hw}x{hw}: {r['entries_per_s']:.3g} entries/s "
-              f"({100 * r['fraction_of_bound']:.2f}% of the FLOP bound, "
-              f"{100 * r['fraction_of_memory_traffic_bound']:.1f}% of the memory-traffic "
-              f"bound), "
-              f"{r['wall_s']:.1f} s wall, {r['process_cpu_s']:.1f} s CPU", flush=True)
+        print(
+            f"CNN N={N} depth={depth} {hw}x{hw}: {r['entries_per_s']:.3g} entries/s "
+            f"({100 * r['fraction_of_bound']:.2f}% of the FLOP bound, "
+            f"{100 * r['fraction_of_memory_traffic_bound']:.1f}% of the memory-traffic "
+            f"bound), "
+            f"{r['wall_s']:.1f} s wall, {r['process_cpu_s']:.1f} s CPU",
+            flush=True,
+        )
     try:
         load = os.getloadavg()
     except OSError:  # pragma: no cover
         load = None
     record = {
         "benchmark": "kernels",
-        "config": {"full": args.full, "dtype": "float32", "activation": "relu",
-                   "fcn_batch_size": fcn_bs, "cnn_batch_size": cnn_bs,
-                   "bytes_per_entry_layer_model": BYTES_PER_ENTRY_LAYER,
-                   "cnn_dual_flops_model": DUAL_FLOPS},
+        "config": {
+            "full": args.full,
+            "dtype": "float32",
+            "activation": "relu",
+            "fcn_batch_size": fcn_bs,
+            "cnn_batch_size": cnn_bs,
+            "bytes_per_entry_layer_model": BYTES_PER_ENTRY_LAYER,
+            "cnn_dual_flops_model": DUAL_FLOPS,
+        },
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": {"platform": dev.platform, "kind": dev.device_kind,
-                   "cpu_count": os.cpu_count(), "machine": platform.machine()},
+        "device": {
+            "platform": dev.platform,
+            "kind": dev.device_kind,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+        },
         "load_average": load,
         "jax_version": jax.__version__,
         "measured": {"copy_bandwidth_bytes_per_s": bandwidth, "matmul_flops_per_s": flop_rate},

@@ -73,14 +73,17 @@ def per_step_loop(init_fn, apply_fn, x, y, lrs, seeds, steps, batch_size, record
     def update(params, xb, yb, lr):
         def loss_fn(p):
             return jnp.mean(optax.softmax_cross_entropy(apply_fn(p, xb), yb))
+
         g = jax.grad(loss_fn)(params)
         return jax.tree_util.tree_map(lambda p, u: p - lr * u, params, g)
 
     @jax.jit
     def evaluate(params):
         f = apply_fn(params, x)
-        return (jnp.mean(optax.softmax_cross_entropy(f, y)),
-                jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1)))
+        return (
+            jnp.mean(optax.softmax_cross_entropy(f, y)),
+            jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1)),
+        )
 
     final = np.zeros((len(lrs), len(seeds)))
     for a, lr in enumerate(lrs):
@@ -93,7 +96,7 @@ def per_step_loop(init_fn, apply_fn, x, y, lrs, seeds, steps, batch_size, record
             for t in range(steps):
                 if t % n_batches == 0:
                     perm = jax.random.permutation(jax.random.fold_in(kperm, t // n_batches), n)
-                idx = perm[(t % n_batches) * batch_size:(t % n_batches + 1) * batch_size]
+                idx = perm[(t % n_batches) * batch_size : (t % n_batches + 1) * batch_size]
                 params = update(params, x[idx], y[idx], lr)
                 if (t + 1) % record_every == 0:
                     records.append(evaluate(params))
@@ -103,25 +106,40 @@ def per_step_loop(init_fn, apply_fn, x, y, lrs, seeds, steps, batch_size, record
 
 def bench_one(a, tr, depth, width, lrs, seeds, n_runs):
     """Time the three modes for one network; returns a results dict."""
-    init_fn, apply_fn, _ = nets.fcn(depth, width, activation="tanh", W_std=1.2, b_std=0.1,
-                                    out_dim=tr.num_classes)
+    init_fn, apply_fn, _ = nets.fcn(
+        depth, width, activation="tanh", W_std=1.2, b_std=0.1, out_dim=tr.num_classes
+    )
     x, y = jnp.asarray(tr.x), jnp.asarray(tr.y)
 
     def lib(vectorize, steps):
-        return train.train(init_fn, apply_fn, x, y, learning_rates=lrs, seeds=seeds,
-                           steps=steps, loss="xent", batch_size=a.batch_size,
-                           record_every=a.record_every, vectorize=vectorize)
+        return train.train(
+            init_fn,
+            apply_fn,
+            x,
+            y,
+            learning_rates=lrs,
+            seeds=seeds,
+            steps=steps,
+            loss="xent",
+            batch_size=a.batch_size,
+            record_every=a.record_every,
+            vectorize=vectorize,
+        )
 
     modes = {
         "vmapped": lambda steps: lib(True, steps),
         "loop_compiled_run": lambda steps: lib(False, steps),
-        "loop_per_step": lambda steps: per_step_loop(init_fn, apply_fn, x, y, lrs, seeds, steps,
-                                                     a.batch_size, a.record_every),
+        "loop_per_step": lambda steps: per_step_loop(
+            init_fn, apply_fn, x, y, lrs, seeds, steps, a.batch_size, a.record_every
+        ),
     }
     # jax.random's samplers are compiled per shape once per process and shared by all modes:
     # compile them first so that each mode's warm-up is its own compilation only
-    _, s_wall, _ = measure(lambda: jax.block_until_ready(
-        init_fn(jax.random.fold_in(jax.random.key(0), 0), (-1,) + tuple(x.shape[1:]))[1]))
+    _, s_wall, _ = measure(
+        lambda: jax.block_until_ready(
+            init_fn(jax.random.fold_in(jax.random.key(0), 0), (-1,) + tuple(x.shape[1:]))[1]
+        )
+    )
     results, finals = {}, {}
     num_params = None
     for mode, fn in modes.items():
@@ -140,22 +158,32 @@ def bench_one(a, tr, depth, width, lrs, seeds, n_runs):
         else:
             finals[mode] = res
         work = n_runs * a.steps * a.batch_size * num_params
-        results[mode] = {"warmup_wall_s": round(w_wall, 3), "warmup_cpu_s": round(w_cpu, 3),
-                         "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                         "throughput": work / wall, "throughput_per_cpu_s": work / cpu}
+        results[mode] = {
+            "warmup_wall_s": round(w_wall, 3),
+            "warmup_cpu_s": round(w_cpu, 3),
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "throughput": work / wall,
+            "throughput_per_cpu_s": work / cpu,
+        }
     ref = finals["vmapped"]
-    out = {"depth": depth, "width": width, "num_params": int(num_params),
-           "init_sampler_compile_wall_s": round(s_wall, 3)}
+    out = {
+        "depth": depth,
+        "width": width,
+        "num_params": int(num_params),
+        "init_sampler_compile_wall_s": round(s_wall, 3),
+    }
     out["max_rel_diff_final_loss"] = {
-        m: float(np.max(np.abs(finals[m] - ref) / np.abs(ref))) for m in finals if m != "vmapped"}
+        m: float(np.max(np.abs(finals[m] - ref) / np.abs(ref))) for m in finals if m != "vmapped"
+    }
     v = results["vmapped"]
     for m in ("loop_compiled_run", "loop_per_step"):
         r = results[m]
         out[f"speedup_vs_{m}"] = {
             "wall": v["throughput"] / r["throughput"],
             "cpu": v["throughput_per_cpu_s"] / r["throughput_per_cpu_s"],
-            "first_call_wall": (r["warmup_wall_s"] + r["wall_s"]) / (v["warmup_wall_s"]
-                                                                     + v["wall_s"]),
+            "first_call_wall": (r["warmup_wall_s"] + r["wall_s"])
+            / (v["warmup_wall_s"] + v["wall_s"]),
         }
     out["modes"] = results
     return out
@@ -163,8 +191,11 @@ def bench_one(a, tr, depth, width, lrs, seeds, n_runs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default=",".join(f"{d}x{w}" for d, w in SIZES),
-                   help="comma-separated depth x width, e.g. 1x8,2x16")
+    p.add_argument(
+        "--sizes",
+        default=",".join(f"{d}x{w}" for d, w in SIZES),
+        help="comma-separated depth x width, e.g. 1x8,2x16",
+    )
     p.add_argument("--n-lr", type=int, default=5)
     p.add_argument("--n-seeds", type=int, default=4)
     p.add_argument("--n-train", type=int, default=256)
@@ -187,30 +218,49 @@ def main(argv=None):
     for depth, width in sizes:
         r = bench_one(a, tr, depth, width, lrs, seeds, n_runs)
         all_results[f"depth{depth}_width{width}"] = r
-        print(f"depth {depth:3d} width {width:4d} ({r['num_params']} params): vmapped vs "
-              f"compiled-run loop {r['speedup_vs_loop_compiled_run']['cpu']:.2f}x (CPU time), "
-              f"{r['speedup_vs_loop_compiled_run']['wall']:.2f}x (wall); vs per-step loop "
-              f"{r['speedup_vs_loop_per_step']['cpu']:.2f}x (CPU), "
-              f"{r['speedup_vs_loop_per_step']['wall']:.2f}x (wall)", flush=True)
+        print(
+            f"depth {depth:3d} width {width:4d} ({r['num_params']} params): vmapped vs "
+            f"compiled-run loop {r['speedup_vs_loop_compiled_run']['cpu']:.2f}x (CPU time), "
+            f"{r['speedup_vs_loop_compiled_run']['wall']:.2f}x (wall); vs per-step loop "
+            f"{r['speedup_vs_loop_per_step']['cpu']:.2f}x (CPU), "
+            f"{r['speedup_vs_loop_per_step']['wall']:.2f}x (wall)",
+            flush=True,
+        )
     dev = jax.devices()[0]
     record = {
         "benchmark": "ntklit.train: vmapped grid vs Python loops over runs",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": {"platform": dev.platform, "kind": dev.device_kind,
-                   "cpu_count": os.cpu_count(), "loadavg_1_5_15_before": load_before,
-                   "loadavg_1_5_15_after": list(os.getloadavg())},
-        "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                     "numpy": np.__version__, "optax": optax.__version__,
-                     "ntklit": ntklit.__version__},
-        "config": {"network": "FCN tanh, W_std 1.2, b_std 0.1, NTK parameterization",
-                   "sizes_depth_width": sizes, "dataset": "digits",
-                   "n_train": a.n_train, "batch_size": a.batch_size, "loss": "xent, SGD",
-                   "grid": {"learning_rates": lrs, "seeds": seeds},
-                   "runs": n_runs, "steps": a.steps, "record_every": a.record_every,
-                   "repeats": a.repeats, "command": "python benchmarks/bench_train.py",
-                   "throughput_unit": "examples x parameters per second (wall, or CPU time)",
-                   "timing": "best of repeats (by CPU time) after a warm-up call that "
-                             "compiles; first_call ratios include the warm-up"},
+        "device": {
+            "platform": dev.platform,
+            "kind": dev.device_kind,
+            "cpu_count": os.cpu_count(),
+            "loadavg_1_5_15_before": load_before,
+            "loadavg_1_5_15_after": list(os.getloadavg()),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "numpy": np.__version__,
+            "optax": optax.__version__,
+            "ntklit": ntklit.__version__,
+        },
+        "config": {
+            "network": "FCN tanh, W_std 1.2, b_std 0.1, NTK parameterization",
+            "sizes_depth_width": sizes,
+            "dataset": "digits",
+            "n_train": a.n_train,
+            "batch_size": a.batch_size,
+            "loss": "xent, SGD",
+            "grid": {"learning_rates": lrs, "seeds": seeds},
+            "runs": n_runs,
+            "steps": a.steps,
+            "record_every": a.record_every,
+            "repeats": a.repeats,
+            "command": "python benchmarks/bench_train.py",
+            "throughput_unit": "examples x parameters per second (wall, or CPU time)",
+            "timing": "best of repeats (by CPU time) after a warm-up call that "
+            "compiles; first_call ratios include the warm-up",
+        },
         "total_wall_s": round(time.perf_counter() - t_start, 1),
         "results": all_results,
     }

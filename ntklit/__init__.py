@@ -19,7 +19,8 @@ if _ilu.find_spec("neural_tangents") is None:
         "ntklit needs neural-tangents 0.6.5, which is not installed. It cannot be a declared "
         "dependency (its metadata requires tensorflow, which ntklit never installs); install "
         f"it without its dependencies:\n    {NT_INSTALL_COMMAND}",
-        name="neural_tangents")
+        name="neural_tangents",
+    )
 
 from . import _threads  # noqa: E402
 from . import compat as _compat  # noqa: E402

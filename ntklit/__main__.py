@@ -27,12 +27,21 @@ from . import runner
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ntklit",
-                                description="Execute the ntklit book's chapters and build it.")
-    p.add_argument("--root", type=Path, default=None,
-                   help="repository root (default: found from the current directory)")
-    p.add_argument("--build-dir", type=Path, default=None,
-                   help="where executed notebooks, records and HTML go (default: ROOT/_build)")
+    p = argparse.ArgumentParser(
+        prog="python -m ntklit", description="Execute the ntklit book's chapters and build it."
+    )
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="repository root (default: found from the current directory)",
+    )
+    p.add_argument(
+        "--build-dir",
+        type=Path,
+        default=None,
+        help="where executed notebooks, records and HTML go (default: ROOT/_build)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the chapters")
     pp = sub.add_parser("params", help="show a chapter's parameters")
@@ -40,12 +49,21 @@ def _parser() -> argparse.ArgumentParser:
 
     def run_opts(sp):
         sp.add_argument("--profile", default="auto", choices=runner.PROFILES)
-        sp.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a parameter (Python literal), e.g. -p 'widths=[8, 64]'")
+        sp.add_argument(
+            "-p",
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="override a parameter (Python literal), e.g. -p 'widths=[8, 64]'",
+        )
         sp.add_argument("--force", action="store_true", help="re-run unchanged chapters")
         sp.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
-        sp.add_argument("--log-output", action="store_true",
-                        help="stream the notebooks' stdout/stderr (progress bars) here")
+        sp.add_argument(
+            "--log-output",
+            action="store_true",
+            help="stream the notebooks' stdout/stderr (progress bars) here",
+        )
         sp.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
 
     rp = sub.add_parser("run", help="execute chapters with papermill")
@@ -60,20 +78,35 @@ def _parser() -> argparse.ArgumentParser:
     np_ = sub.add_parser("node", help="the GPU node job (see ntklit.node)")
     np_.add_argument("chapters", nargs="*", help="default: every chapter with a gpu: sentence")
     np_.add_argument("--out", type=Path, required=True, help="folder of the returned files")
-    np_.add_argument("--profile", default="full", choices=("full", "shape"),
-                     help="shape: the CPU dress rehearsal (full shapes, reduced counts)")
-    np_.add_argument("--budget", type=float, default=None,
-                     help="seconds for the whole job (default 540)")
-    np_.add_argument("--started", type=float, default=None,
-                     help="when the job started (epoch seconds; installation included)")
-    np_.add_argument("--no-gpu-check", action="store_true",
-                     help="run without a GPU (the CPU rehearsal); the summary says so")
+    np_.add_argument(
+        "--profile",
+        default="full",
+        choices=("full", "shape"),
+        help="shape: the CPU dress rehearsal (full shapes, reduced counts)",
+    )
+    np_.add_argument(
+        "--budget", type=float, default=None, help="seconds for the whole job (default 540)"
+    )
+    np_.add_argument(
+        "--started",
+        type=float,
+        default=None,
+        help="when the job started (epoch seconds; installation included)",
+    )
+    np_.add_argument(
+        "--no-gpu-check",
+        action="store_true",
+        help="run without a GPU (the CPU rehearsal); the summary says so",
+    )
     np_.add_argument("--no-compat-tests", action="store_true")
     np_.add_argument("--no-benchmarks", action="store_true")
     ip = sub.add_parser("ingest", help="bring a node job's records home")
     ip.add_argument("source", type=Path, help="the node's output folder, or a record / tarball")
-    ip.add_argument("--notebooks", action="store_true",
-                    help="also the executed notebooks, for `python -m ntklit build`")
+    ip.add_argument(
+        "--notebooks",
+        action="store_true",
+        help="also the executed notebooks, for `python -m ntklit build`",
+    )
     return p
 
 
@@ -100,17 +133,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "all"):
             overrides = runner.parse_overrides(args.param)
             names = getattr(args, "chapters", [])
-            runner.run_chapters(root, names, profile=args.profile, overrides=overrides,
-                                force=args.force, paths=paths, fail_fast=args.fail_fast,
-                                log_output=args.log_output, progress=not args.no_progress)
+            runner.run_chapters(
+                root,
+                names,
+                profile=args.profile,
+                overrides=overrides,
+                force=args.force,
+                paths=paths,
+                fail_fast=args.fail_fast,
+                log_output=args.log_output,
+                progress=not args.no_progress,
+            )
         if args.command == "node":
             from . import node
 
             summary = node.run_node(
-                root, args.out, args.chapters, profile=args.profile,
-                budget_s=args.budget or node.DEFAULT_BUDGET_S, started=args.started,
-                require_gpu=not args.no_gpu_check, compat_tests=not args.no_compat_tests,
-                benchmarks=not args.no_benchmarks)
+                root,
+                args.out,
+                args.chapters,
+                profile=args.profile,
+                budget_s=args.budget or node.DEFAULT_BUDGET_S,
+                started=args.started,
+                require_gpu=not args.no_gpu_check,
+                compat_tests=not args.no_compat_tests,
+                benchmarks=not args.no_benchmarks,
+            )
             bad = [i for i in summary["items"] if i.get("status") == "failed"]
             return 1 if summary.get("stopped") or bad else 0
         if args.command == "ingest":

@@ -21,8 +21,14 @@ import numpy as np
 __all__ = ["integer", "real", "choice", "prng_key"]
 
 
-def integer(name: str, value: Any, minimum: int | None = 1, maximum: int | None = None, *,
-            allow_none: bool = False) -> int | None:
+def integer(
+    name: str,
+    value: Any,
+    minimum: int | None = 1,
+    maximum: int | None = None,
+    *,
+    allow_none: bool = False,
+) -> int | None:
     """``value`` as an ``int`` in ``[minimum, maximum]`` (``bool`` is rejected).
 
     Args:
@@ -43,15 +49,24 @@ def integer(name: str, value: Any, minimum: int | None = 1, maximum: int | None 
         allowed = f"an int in [{minimum}, {maximum}]"
     if allow_none:
         allowed += " or None"
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-            or (minimum is not None and value < minimum)
-            or (maximum is not None and value > maximum)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
         raise ValueError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
     return int(value)
 
 
-def real(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False,
-         positive: bool | None = None) -> float:
+def real(
+    name: str,
+    value: Any,
+    *,
+    minimum: float = 0.0,
+    strict: bool = False,
+    positive: bool | None = None,
+) -> float:
     """``value`` as a finite ``float`` with ``value >= minimum`` (``> minimum`` if ``strict``).
 
     Args:
@@ -69,8 +84,11 @@ def real(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False,
     v = float(value)
     bad = (v <= minimum) if strict else (v < minimum)
     if not math.isfinite(v) or bad:
-        bound = ("positive" if strict else "non-negative") if minimum == 0 else (
-            f"{'>' if strict else '>='} {minimum}")
+        bound = (
+            ("positive" if strict else "non-negative")
+            if minimum == 0
+            else (f"{'>' if strict else '>='} {minimum}")
+        )
         raise ValueError(f"{name} must be a {bound} finite number, got {value!r}")
     return v
 
@@ -108,7 +126,8 @@ def prng_key(key: Any, name: str = "key", *, typed: bool = False) -> Any:
             return key
         if not typed and key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
             return key
-    raise ValueError(f"{name} must be a JAX PRNG key (jax.random.key(seed)"
-                     f"{'' if typed else ' or jax.random.PRNGKey(seed)'}), got "
-                     f"{type(key).__name__}"
-                     + (f" of dtype {key.dtype}" if hasattr(key, "dtype") else ""))
+    raise ValueError(
+        f"{name} must be a JAX PRNG key (jax.random.key(seed)"
+        f"{'' if typed else ' or jax.random.PRNGKey(seed)'}), got "
+        f"{type(key).__name__}" + (f" of dtype {key.dtype}" if hasattr(key, "dtype") else "")
+    )

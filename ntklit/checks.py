@@ -21,8 +21,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["ClaimFailed", "CheckResult", "check", "results", "reset", "loglog_slope",
-           "summary", "peak_memory", "cell_digest", "CHECKS_FILE_ENV"]
+__all__ = [
+    "ClaimFailed",
+    "CheckResult",
+    "check",
+    "results",
+    "reset",
+    "loglog_slope",
+    "summary",
+    "peak_memory",
+    "cell_digest",
+    "CHECKS_FILE_ENV",
+]
 
 #: Environment variable naming the JSON-lines file that receives every check (set by the runner).
 CHECKS_FILE_ENV = "NTKLIT_CHECKS_FILE"
@@ -95,8 +105,7 @@ def _current_cell() -> str | None:
     return cell_digest(hist[-1]) if hist else None
 
 
-def check(claim: str, passed: bool, detail: str = "", *, paper: str | None = None
-          ) -> CheckResult:
+def check(claim: str, passed: bool, detail: str = "", *, paper: str | None = None) -> CheckResult:
     """Record a claim and raise :class:`ClaimFailed` if it does not hold.
 
     Args:

@@ -130,8 +130,17 @@ import sys
 import types
 from dataclasses import dataclass
 
-__all__ = ["apply", "PATCHES", "Patch", "applied", "TESTED_VERSIONS", "TESTED_JAX",
-           "TestedVersion", "installed_versions", "is_tested"]
+__all__ = [
+    "apply",
+    "PATCHES",
+    "Patch",
+    "applied",
+    "TESTED_VERSIONS",
+    "TESTED_JAX",
+    "TestedVersion",
+    "installed_versions",
+    "is_tested",
+]
 
 
 @dataclass(frozen=True)
@@ -234,25 +243,38 @@ def _patch_jax_core() -> None:
 
     for name in ("Jaxpr", "JaxprEqn", "Var", "Literal", "Primitive"):
         value = getattr(jex_core, name, None) or getattr(src_core, name)
-        _add_attr(jax.core, name, value,
-                  f"removed from jax.core; NT imports it (now jax.extend.core.{name})",
-                  "jax.core")
+        _add_attr(
+            jax.core,
+            name,
+            value,
+            f"removed from jax.core; NT imports it (now jax.extend.core.{name})",
+            "jax.core",
+        )
     for name in ("ShapedArray", "eval_context", "AbstractValue", "Value"):
         if hasattr(src_core, name):
-            _add_attr(jax.core, name, getattr(src_core, name),
-                      "NT imports it from jax.core", "jax.core")
+            _add_attr(
+                jax.core, name, getattr(src_core, name), "NT imports it from jax.core", "jax.core"
+            )
 
     class DShapedArray:  # noqa: D401 - a marker type
         """Placeholder: dynamic-shape arrays were removed from JAX. NT only compares
         ``type(aval) is core.DShapedArray``, which is then always false."""
 
-    _add_attr(jax.core, "DShapedArray", getattr(src_core, "DShapedArray", DShapedArray),
-              "dynamic shapes were removed; NT's STRUCTURED_DERIVATIVES tests the type",
-              "jax.core")
+    _add_attr(
+        jax.core,
+        "DShapedArray",
+        getattr(src_core, "DShapedArray", DShapedArray),
+        "dynamic shapes were removed; NT's STRUCTURED_DERIVATIVES tests the type",
+        "jax.core",
+    )
     # `Primitive.map_primitive` was removed with the old pmap machinery; NT reads the flag.
-    _add_attr(src_core.Primitive, "map_primitive", False,
-              "class flag removed from Primitive; NT's _eqn_vjp_fn reads it",
-              "jax.extend.core.Primitive")
+    _add_attr(
+        src_core.Primitive,
+        "map_primitive",
+        False,
+        "class flag removed from Primitive; NT's _eqn_vjp_fn reads it",
+        "jax.extend.core.Primitive",
+    )
     _ = jax  # keep the name for readers
 
 
@@ -267,8 +289,10 @@ def _patch_jax_util() -> None:
         pass
     from jax._src import util as src_util
 
-    mod = types.ModuleType("jax.util", "Compatibility module created by ntklit.compat "
-                                       "(jax.util was removed from JAX).")
+    mod = types.ModuleType(
+        "jax.util",
+        "Compatibility module created by ntklit.compat (jax.util was removed from JAX).",
+    )
     for name in ("safe_map", "safe_zip", "unzip2", "split_list", "partition_list"):
         if hasattr(src_util, name):
             setattr(mod, name, getattr(src_util, name))
@@ -284,26 +308,47 @@ def _patch_jax_ad() -> None:
     from jax._src.interpreters import ad as src_ad
     from jax.interpreters import ad
 
-    _add_attr(ad, "reducing_transposes", src_ad.reducing_transposes,
-              "no longer re-exported by jax.interpreters.ad; NT's _eqn_vjp_fn reads it",
-              "jax.interpreters.ad")
-    _add_attr(ad, "source_info_util", source_info_util,
-              "no longer re-exported by jax.interpreters.ad; NT's backward pass uses it",
-              "jax.interpreters.ad")
-    _add_attr(ad, "config", jax.config,
-              "no longer re-exported by jax.interpreters.ad; NT reads "
-              "ad.config.jax_enable_checks", "jax.interpreters.ad")
-    _add_attr(ad, "zeros_like_p", ad_util.zeros_like_p,
-              "no longer re-exported by jax.interpreters.ad; NT registers structure rules "
-              "for it at import", "jax.interpreters.ad")
+    _add_attr(
+        ad,
+        "reducing_transposes",
+        src_ad.reducing_transposes,
+        "no longer re-exported by jax.interpreters.ad; NT's _eqn_vjp_fn reads it",
+        "jax.interpreters.ad",
+    )
+    _add_attr(
+        ad,
+        "source_info_util",
+        source_info_util,
+        "no longer re-exported by jax.interpreters.ad; NT's backward pass uses it",
+        "jax.interpreters.ad",
+    )
+    _add_attr(
+        ad,
+        "config",
+        jax.config,
+        "no longer re-exported by jax.interpreters.ad; NT reads ad.config.jax_enable_checks",
+        "jax.interpreters.ad",
+    )
+    _add_attr(
+        ad,
+        "zeros_like_p",
+        ad_util.zeros_like_p,
+        "no longer re-exported by jax.interpreters.ad; NT registers structure rules "
+        "for it at import",
+        "jax.interpreters.ad",
+    )
 
 
 def _patch_jax_random() -> None:
     import jax
 
-    _add_attr(jax.random, "KeyArray", jax.Array,
-              "removed from jax.random (keys are jax.Array); NT-era code annotates with it",
-              "jax.random")
+    _add_attr(
+        jax.random,
+        "KeyArray",
+        jax.Array,
+        "removed from jax.random (keys are jax.Array); NT-era code annotates with it",
+        "jax.random",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +358,8 @@ def _patch_jax_random() -> None:
 _TF_STUB_MSG = (
     "neural_tangents.experimental.empirical_tf needs tensorflow and tf2jax, which ntklit "
     "never installs (see DESIGN.md, 'Dependencies'). Use neural_tangents.empirical_ntk_fn "
-    "on JAX functions instead.")
+    "on JAX functions instead."
+)
 
 
 def _tf_unavailable(*args, **kwargs):
@@ -323,8 +369,10 @@ def _tf_unavailable(*args, **kwargs):
 class _EmpiricalTfStubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves stub modules for ``neural_tangents.experimental.empirical_tf[.empirical]``."""
 
-    NAMES = ("neural_tangents.experimental.empirical_tf",
-             "neural_tangents.experimental.empirical_tf.empirical")
+    NAMES = (
+        "neural_tangents.experimental.empirical_tf",
+        "neural_tangents.experimental.empirical_tf.empirical",
+    )
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname in self.NAMES:
@@ -345,14 +393,18 @@ class _EmpiricalTfStubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader)
 
 def _install_empirical_tf_stub() -> None:
     if "neural_tangents" in sys.modules and not any(
-            isinstance(f, _EmpiricalTfStubFinder) for f in sys.meta_path):
+        isinstance(f, _EmpiricalTfStubFinder) for f in sys.meta_path
+    ):
         # NT imported before ntklit: its import would already have failed without tensorflow.
         pass
     if not any(isinstance(f, _EmpiricalTfStubFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _EmpiricalTfStubFinder())
-    _record("neural_tangents.experimental.empirical_tf",
-            "imports tensorflow and tf2jax at import time; replaced by a stub that raises "
-            "ImportError when used", True)
+    _record(
+        "neural_tangents.experimental.empirical_tf",
+        "imports tensorflow and tf2jax at import time; replaced by a stub that raises "
+        "ImportError when used",
+        True,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,8 +448,18 @@ def _bind_eqn(eqn, invals: list) -> list:
 # Call-like primitives whose body is inlined into the linearized jaxpr, so that NT's
 # structured-derivative rules see primitive-level linear operations only.
 _INLINE_PRIMITIVES = frozenset(
-    {"pjit", "jit", "closed_call", "core_call", "call", "remat", "remat2", "checkpoint",
-     "named_call"})
+    {
+        "pjit",
+        "jit",
+        "closed_call",
+        "core_call",
+        "call",
+        "remat",
+        "remat2",
+        "checkpoint",
+        "named_call",
+    }
+)
 
 
 def _call_body(eqn):
@@ -518,8 +580,9 @@ def linearized_jaxpr(fn, *primals):
             jaxpr, consts = closed.jaxpr, list(closed.consts)
         env, linear = _split_known(jaxpr, consts)
         if any(not any(v in linear for v in e.outvars) for e in jaxpr.eqns):
-            closed = jax.make_jaxpr(
-                functools.partial(_eval_linear_part, jaxpr, env, linear))(*specs)
+            closed = jax.make_jaxpr(functools.partial(_eval_linear_part, jaxpr, env, linear))(
+                *specs
+            )
             jaxpr, consts = closed.jaxpr, list(closed.consts)
     return primals_out, jaxpr, consts
 
@@ -540,12 +603,18 @@ def _nt_get_primals_out_and_pullback(fn, mode, _j_rules, _s_rules, _fwd, *primal
     def pullback_fn(*cts_in):
         cts_in, _ = jax.tree_util.tree_flatten(cts_in)
         if len(cts_in) != len(jaxpr.outvars):
-            raise ValueError(f"expected {len(jaxpr.outvars)} output cotangents, "
-                             f"got {len(cts_in)}")
+            raise ValueError(f"expected {len(jaxpr.outvars)} output cotangents, got {len(cts_in)}")
         dummy_args = [UndefinedPrimal(v.aval) for v in jaxpr.invars]
         cts_out = empirical._backward_pass(
-            jaxpr, mode=mode, consts=consts, primals_in=dummy_args,
-            cotangents_in=tuple(cts_in), _j_rules=_j_rules, _s_rules=_s_rules, _fwd=_fwd)
+            jaxpr,
+            mode=mode,
+            consts=consts,
+            primals_in=dummy_args,
+            cotangents_in=tuple(cts_in),
+            _j_rules=_j_rules,
+            _s_rules=_s_rules,
+            _fwd=_fwd,
+        )
         return jax.tree_util.tree_unflatten(in_tree, cts_out)
 
     return primals_out, pullback_fn
@@ -567,10 +636,12 @@ def _old_style_linearize() -> bool:
 def _has_transpose_rule(prim) -> bool:
     from jax.interpreters import ad
 
-    return (prim in getattr(ad, "primitive_transposes", {})
-            or prim in getattr(ad, "reducing_transposes", {})
-            or getattr(prim, "call_primitive", False)
-            or getattr(prim, "map_primitive", False))
+    return (
+        prim in getattr(ad, "primitive_transposes", {})
+        or prim in getattr(ad, "reducing_transposes", {})
+        or getattr(prim, "call_primitive", False)
+        or getattr(prim, "map_primitive", False)
+    )
 
 
 def _vjp_by_linear_transpose(eqn, cts_in, *invals):
@@ -580,8 +651,7 @@ def _vjp_by_linear_transpose(eqn, cts_in, *invals):
 
     undefined = [i for i, x in enumerate(invals) if ad.is_undefined_primal(x)]
     if type(cts_in) is ad.Zero:
-        return [ad.Zero(invals[i].aval) if i in undefined else None
-                for i in range(len(invals))]
+        return [ad.Zero(invals[i].aval) if i in undefined else None for i in range(len(invals))]
 
     def linear_fn(*xs):
         args = list(invals)
@@ -589,8 +659,7 @@ def _vjp_by_linear_transpose(eqn, cts_in, *invals):
             args[i] = x
         return _bind_eqn(eqn, args)
 
-    specs = [jax.ShapeDtypeStruct(invals[i].aval.shape, invals[i].aval.dtype)
-             for i in undefined]
+    specs = [jax.ShapeDtypeStruct(invals[i].aval.shape, invals[i].aval.dtype) for i in undefined]
     cts = jax.linear_transpose(linear_fn, *specs)([cts_in])
     out = [None] * len(invals)
     for i, ct in zip(undefined, cts, strict=True):
@@ -658,7 +727,8 @@ def _nt_get_flops(f, optimize: bool, *a, **kw) -> float:
     if flops is None:
         raise RuntimeError(
             "neural-tangents implementation=AUTO needs XLA's cost analysis, which this "
-            "backend does not provide; choose an implementation (1, 2 or 3) explicitly.")
+            "backend does not provide; choose an implementation (1, 2 or 3) explicitly."
+        )
     return flops
 
 
@@ -694,7 +764,7 @@ def _nt_unravel_array_into_pytree(pytree, axis: int, arr):
     leaves, treedef = jax.tree_util.tree_flatten(pytree)
     if arr.ndim > 0:
         axis %= arr.ndim
-    shapes = [arr.shape[:axis] + _shape_of(leaf) + arr.shape[axis + 1:] for leaf in leaves]
+    shapes = [arr.shape[:axis] + _shape_of(leaf) + arr.shape[axis + 1 :] for leaf in leaves]
     sizes = [math.prod(_shape_of(leaf)) for leaf in leaves[:-1]]
     parts = jnp.split(arr, np.cumsum(sizes, dtype=int), axis)
     reshaped = [jnp.reshape(x, shape) for x, shape in zip(parts, shapes, strict=True)]
@@ -812,11 +882,18 @@ def _contains_tracer(tree) -> bool:
 
 
 def _wrap_predictor(original):
-    def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0,
-                             diag_reg_absolute_scale=False, trace_axes=(-1,)):
+    def gradient_descent_mse(
+        k_train_train,
+        y_train,
+        learning_rate=1.0,
+        diag_reg=0.0,
+        diag_reg_absolute_scale=False,
+        trace_axes=(-1,),
+    ):
         eager = not _contains_tracer((k_train_train, y_train, learning_rate, diag_reg))
-        predict_fn = original(k_train_train, y_train, learning_rate, diag_reg,
-                              diag_reg_absolute_scale, trace_axes)
+        predict_fn = original(
+            k_train_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale, trace_axes
+        )
 
         @functools.wraps(predict_fn)
         def predict_fn_compat(*args, **kwargs):
@@ -853,58 +930,82 @@ def _patch_nt_runtime() -> None:
 
     need = not _old_style_linearize()
     if need:
-        _set_nt_global(empirical, "_get_primals_out_and_pullback",
-                       _nt_get_primals_out_and_pullback)
-    _record("neural_tangents._src.empirical._get_primals_out_and_pullback",
-            "STRUCTURED_DERIVATIVES called the internal jax.interpreters.ad.linearize(f, "
-            "*primals, has_aux) and unpacked (out, pvals, jaxpr, consts); its signature and "
-            "outputs changed (0.10.2, again after 0.11). Rebuilt from public jax.linearize + "
-            "jax.make_jaxpr, with call primitives (jit, checkpoint) inlined", need)
+        _set_nt_global(
+            empirical, "_get_primals_out_and_pullback", _nt_get_primals_out_and_pullback
+        )
+    _record(
+        "neural_tangents._src.empirical._get_primals_out_and_pullback",
+        "STRUCTURED_DERIVATIVES called the internal jax.interpreters.ad.linearize(f, "
+        "*primals, has_aux) and unpacked (out, pvals, jaxpr, consts); its signature and "
+        "outputs changed (0.10.2, again after 0.11). Rebuilt from public jax.linearize + "
+        "jax.make_jaxpr, with call primitives (jit, checkpoint) inlined",
+        need,
+    )
 
     missing = _primitives_without_transpose_rule()
     if missing:
         _set_nt_global(empirical, "_eqn_vjp_fn", _make_eqn_vjp_fn(empirical._eqn_vjp_fn))
-    _record("neural_tangents._src.empirical._eqn_vjp_fn",
-            "JAX registers the transposes of some primitives only in its internal "
-            f"fancy_transposes ({', '.join(missing) or 'none here'}); NT looked them up in "
-            "primitive_transposes. Falls back to public jax.linear_transpose", bool(missing))
+    _record(
+        "neural_tangents._src.empirical._eqn_vjp_fn",
+        "JAX registers the transposes of some primitives only in its internal "
+        f"fancy_transposes ({', '.join(missing) or 'none here'}); NT looked them up in "
+        "primitive_transposes. Falls back to public jax.linear_transpose",
+        bool(missing),
+    )
 
-    need = not (hasattr(jax.core, "lattice_join") and hasattr(jax.core, "get_aval")
-                and hasattr(jax.core.ShapedArray, "strip_named_shape"))
+    need = not (
+        hasattr(jax.core, "lattice_join")
+        and hasattr(jax.core, "get_aval")
+        and hasattr(jax.core.ShapedArray, "strip_named_shape")
+    )
     if need:
         _set_nt_global(empirical, "_write_cotangent", _nt_write_cotangent)
-    _record("neural_tangents._src.empirical._write_cotangent",
-            "with jax_enable_checks NT called jax.core.lattice_join, jax.core.get_aval and "
-            "ShapedArray.strip_named_shape, all removed; checks shape and dtype directly",
-            need)
+    _record(
+        "neural_tangents._src.empirical._write_cotangent",
+        "with jax_enable_checks NT called jax.core.lattice_join, jax.core.get_aval and "
+        "ShapedArray.strip_named_shape, all removed; checks shape and dtype directly",
+        need,
+    )
 
     need = _deprecated_abstract_size()
     if need:
         _set_nt_global(empirical, "_std_basis", _nt_std_basis)
         _set_nt_global(empirical, "_unravel_array_into_pytree", _nt_unravel_array_into_pytree)
-    _record("neural_tangents._src.empirical._std_basis, _unravel_array_into_pytree",
-            "call jnp.size/jnp.shape on ShapeDtypeStruct/ShapedArray, deprecated in JAX "
-            "(DeprecationWarning, 'will be an error'); read .shape instead", need)
+    _record(
+        "neural_tangents._src.empirical._std_basis, _unravel_array_into_pytree",
+        "call jnp.size/jnp.shape on ShapeDtypeStruct/ShapedArray, deprecated in JAX "
+        "(DeprecationWarning, 'will be an error'); read .shape instead",
+        need,
+    )
 
     need = _deprecated_array_as_dtype()
     if need:
         _set_nt_global(empirical, "_get_fx_axis_and_dtype", _nt_get_fx_axis_and_dtype)
-    _record("neural_tangents._src.empirical._get_fx_axis_and_dtype",
-            "calls jnp.dtype(array), deprecated in JAX ('will result in an error'); reads "
-            "array.dtype instead", need)
+    _record(
+        "neural_tangents._src.empirical._get_fx_axis_and_dtype",
+        "calls jnp.dtype(array), deprecated in JAX ('will result in an error'); reads "
+        "array.dtype instead",
+        need,
+    )
 
     _set_nt_global(empirical, "_get_flops", _nt_get_flops)
-    _record("neural_tangents._src.empirical._get_flops",
-            "implementation=AUTO indexed Compiled.cost_analysis()[0]; current JAX returns a "
-            "dict (KeyError 0). Accepts a dict or a list of dicts, detected per call", True)
+    _record(
+        "neural_tangents._src.empirical._get_flops",
+        "implementation=AUTO indexed Compiled.cost_analysis()[0]; current JAX returns a "
+        "dict (KeyError 0). Accepts a dict or a list of dicts, detected per call",
+        True,
+    )
 
     need = _eigvalsh_lacks_eigvals()
     if need:
         linalg_view = _ModuleView(scipy.linalg, eigvalsh=_eigvalsh_with_eigvals)
         _set_nt_global(predict, "sp", _ModuleView(predict.sp, linalg=linalg_view))
-    _record("neural_tangents._src.predict.sp",
-            "predict.max_learning_rate calls scipy.linalg.eigvalsh(eigvals=...), removed in "
-            "SciPy 1.14; NT's `sp` becomes a view translating it to subset_by_index", need)
+    _record(
+        "neural_tangents._src.predict.sp",
+        "predict.max_learning_rate calls scipy.linalg.eigvalsh(eigvals=...), removed in "
+        "SciPy 1.14; NT's `sp` becomes a view translating it to subset_by_index",
+        need,
+    )
 
     need = _eval_context_drops_traces()
     if need:
@@ -913,11 +1014,13 @@ def _patch_nt_runtime() -> None:
         wrapped = _wrap_predictor(predict.gradient_descent_mse)
         _set_nt_global(predict, "gradient_descent_mse", wrapped)
         _set_nt_global(public_predict, "gradient_descent_mse", wrapped)
-    _record("neural_tangents._src.predict.gradient_descent_mse",
-            "jax.core.eval_context now drops enclosing traces, so grad/jit/vmap over the "
-            "kernel raised UnexpectedTracerError; NT's eval_context now runs eagerly only "
-            "when the kernel and targets are concrete, as on the JAX NT was written for",
-            need)
+    _record(
+        "neural_tangents._src.predict.gradient_descent_mse",
+        "jax.core.eval_context now drops enclosing traces, so grad/jit/vmap over the "
+        "kernel raised UnexpectedTracerError; NT's eval_context now runs eagerly only "
+        "when the kernel and targets are concrete, as on the JAX NT was written for",
+        need,
+    )
 
 
 class _PostImportHook(importlib.abc.MetaPathFinder):
@@ -973,6 +1076,7 @@ def _install_runtime_patches() -> None:
         _on_neural_tangents_import(sys.modules["neural_tangents"])
     elif not any(isinstance(f, _PostImportHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _PostImportHook("neural_tangents", _on_neural_tangents_import))
+
 
 def apply() -> None:
     """Apply every patch once (idempotent). Called by ``import ntklit``."""

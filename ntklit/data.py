@@ -52,7 +52,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import io
 import os
 import random
 import shutil
@@ -67,8 +66,19 @@ import numpy as np
 
 from ntklit import _validate
 
-__all__ = ["Dataset", "load", "NAMES", "SPLITS", "RemoteFile", "SOURCES", "data_dir",
-           "download", "DataUnavailableError", "ChecksumError", "MNIST1D_EXTENSION_SEEDS"]
+__all__ = [
+    "Dataset",
+    "load",
+    "NAMES",
+    "SPLITS",
+    "RemoteFile",
+    "SOURCES",
+    "data_dir",
+    "download",
+    "DataUnavailableError",
+    "ChecksumError",
+    "MNIST1D_EXTENSION_SEEDS",
+]
 
 NAMES: tuple[str, ...] = ("digits", "mnist1d", "gaussian", "sphere", "mnist", "cifar10")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -137,22 +147,41 @@ SOURCES: dict[str, _Source] = {
     "mnist": _Source(
         folder="mnist",
         files=(
-            RemoteFile("train-images-idx3-ubyte.gz", 9912422,
-                       "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-            RemoteFile("train-labels-idx1-ubyte.gz", 28881,
-                       "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-            RemoteFile("t10k-images-idx3-ubyte.gz", 1648877,
-                       "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-            RemoteFile("t10k-labels-idx1-ubyte.gz", 4542,
-                       "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+            RemoteFile(
+                "train-images-idx3-ubyte.gz",
+                9912422,
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            ),
+            RemoteFile(
+                "train-labels-idx1-ubyte.gz",
+                28881,
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            ),
+            RemoteFile(
+                "t10k-images-idx3-ubyte.gz",
+                1648877,
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            ),
+            RemoteFile(
+                "t10k-labels-idx1-ubyte.gz",
+                4542,
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            ),
         ),
-        mirrors=["https://storage.googleapis.com/cvdf-datasets/mnist/",
-                 "https://ossci-datasets.s3.amazonaws.com/mnist/"],
+        mirrors=[
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        ],
     ),
     "cifar10": _Source(
         folder="cifar10",
-        files=(RemoteFile("cifar-10-binary.tar.gz", 170052171,
-                          "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"),),
+        files=(
+            RemoteFile(
+                "cifar-10-binary.tar.gz",
+                170052171,
+                "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+            ),
+        ),
         mirrors=["https://www.cs.toronto.edu/~kriz/"],
     ),
 }
@@ -165,6 +194,7 @@ def data_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- validation
+
 
 def _check_load_args(name, split, size, seed, dtype):
     _validate.choice("name", name, NAMES)
@@ -181,6 +211,7 @@ def _check_load_args(name, split, size, seed, dtype):
 
 # ----------------------------------------------------------------------------- checksums/cache
 
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -192,8 +223,9 @@ def _sha256(path: Path) -> str:
 def _verify(path: Path, rf: RemoteFile) -> None:
     size = path.stat().st_size
     if size != rf.size:
-        raise ChecksumError(f"{path}: size {size} bytes, expected {rf.size} "
-                            "(partial or corrupt file)")
+        raise ChecksumError(
+            f"{path}: size {size} bytes, expected {rf.size} (partial or corrupt file)"
+        )
     digest = _sha256(path)
     if digest != rf.sha256:
         raise ChecksumError(f"{path}: SHA-256 {digest}, expected {rf.sha256} (corrupt file)")
@@ -222,8 +254,10 @@ def _fetch_one(rf: RemoteFile, dest: Path, mirrors: list[str], timeout: float) -
 
 def _missing_message(name: str, folder: Path, bad: list[RemoteFile], errors: list[str]) -> str:
     src = SOURCES[name]
-    lines = [f"dataset {name!r} is not available offline. Put these files in {folder}/ "
-             "(set NTKLIT_DATA_DIR to change the cache directory):"]
+    lines = [
+        f"dataset {name!r} is not available offline. Put these files in {folder}/ "
+        "(set NTKLIT_DATA_DIR to change the cache directory):"
+    ]
     for rf in bad:
         urls = ", ".join(m.rstrip("/") + "/" + rf.name for m in src.mirrors)
         lines.append(f"  {rf.name}  ({rf.size} bytes, sha256 {rf.sha256})  from {urls}")
@@ -233,8 +267,7 @@ def _missing_message(name: str, folder: Path, bad: list[RemoteFile], errors: lis
     return "\n".join(lines)
 
 
-def download(name: str, *, allow_download: bool | None = None,
-             timeout: float = 30.0) -> Path:
+def download(name: str, *, allow_download: bool | None = None, timeout: float = 30.0) -> Path:
     """Make sure the files of a cached dataset are present and verified.
 
     Files already in the cache are checked (size and SHA-256); a file that fails the check is
@@ -289,6 +322,7 @@ def download(name: str, *, allow_download: bool | None = None,
 
 # ----------------------------------------------------------------------------- raw readers
 
+
 def _read_idx(path: Path) -> np.ndarray:
     """Read a gzipped IDX file (MNIST format): magic 0x00000803 images, 0x00000801 labels."""
     with gzip.open(path, "rb") as f:
@@ -297,7 +331,7 @@ def _read_idx(path: Path) -> np.ndarray:
     if magic >> 8 != 0x08:
         raise ChecksumError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
     ndim = magic & 0xFF
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise ChecksumError(f"{path}: IDX payload of {data.size} bytes, header says {dims}")
@@ -316,8 +350,9 @@ def _raw_mnist(split: str, folder: str):
 
 @functools.lru_cache(maxsize=4)
 def _raw_cifar10(split: str, folder: str):
-    members = ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
-               else ["test_batch.bin"])
+    members = (
+        [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+    )
     chunks = []
     with tarfile.open(Path(folder) / "cifar-10-binary.tar.gz", "r:gz") as tar:
         by_base = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
@@ -344,8 +379,10 @@ def _raw_digits():
     tr, te = train_test_split(idx, test_size=_DIGITS_TEST, stratify=d.target, random_state=0)
     x = d.images.astype(np.float64)[..., None]  # (N, 8, 8, 1), values 0..16
     lab = d.target.astype(np.int64)
-    return {"train": (x[np.sort(tr)], lab[np.sort(tr)]),
-            "test": (x[np.sort(te)], lab[np.sort(te)])}
+    return {
+        "train": (x[np.sort(tr)], lab[np.sort(tr)]),
+        "test": (x[np.sort(te)], lab[np.sort(te)]),
+    }
 
 
 def _make_mnist1d(num_samples: int, seed: int):
@@ -400,7 +437,7 @@ def _mnist1d(split: str, size: int | None, seed: int):
     while have < size:
         xk, lk = _mnist1d_block(split, k)
         rng = np.random.default_rng(seed if k == 0 else [seed, k])
-        idx = rng.permutation(xk.shape[0])[:size - have]
+        idx = rng.permutation(xk.shape[0])[: size - have]
         xs.append(xk[idx])
         ls.append(lk[idx])
         have += idx.size
@@ -423,9 +460,18 @@ def _synthetic(name: str, split: str, size: int, seed: int):
 
 # ----------------------------------------------------------------------------- load
 
-def load(name: str, split: str = "train", size: int | None = None, seed: int = 0, *,
-         flatten: bool = True, standardize: bool = True, one_hot: bool = True,
-         dtype: str = "float32") -> Dataset:
+
+def load(
+    name: str,
+    split: str = "train",
+    size: int | None = None,
+    seed: int = 0,
+    *,
+    flatten: bool = True,
+    standardize: bool = True,
+    one_hot: bool = True,
+    dtype: str = "float32",
+) -> Dataset:
     """Load a dataset split.
 
     Args:
@@ -461,8 +507,9 @@ def load(name: str, split: str = "train", size: int | None = None, seed: int = 0
         x, labels = _mnist1d(split, size, seed)
         x_train_stats = _mnist1d_block("train", 0)[0]
     elif name in ("gaussian", "sphere"):
-        x, labels = _synthetic(name, split, _SYNTH_DEFAULT_SIZE if size is None else int(size),
-                               int(seed))
+        x, labels = _synthetic(
+            name, split, _SYNTH_DEFAULT_SIZE if size is None else int(size), int(seed)
+        )
         x_train_stats = None
     else:
         if name == "digits":
@@ -480,8 +527,7 @@ def load(name: str, split: str = "train", size: int | None = None, seed: int = 0
         n_all = x_all.shape[0]
         if size is not None:
             if size > n_all:
-                raise ValueError(f"size must be at most {n_all} for {name!r} {split}, "
-                                 f"got {size}")
+                raise ValueError(f"size must be at most {n_all} for {name!r} {split}, got {size}")
             idx = np.random.default_rng(int(seed)).permutation(n_all)[:size]
             x, labels = x_all[idx], lab_all[idx]
         else:

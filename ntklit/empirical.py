@@ -3,7 +3,8 @@
 The **empirical NTK** of a network :math:`f(\\theta, x) \\in \\mathbb{R}^k` at parameters
 :math:`\\theta` is
 
-.. math:: \\Theta_{ab}(x, x') = \\sum_p \\partial_{\\theta_p} f_a(x)\\, \\partial_{\\theta_p} f_b(x').
+.. math:: \\Theta_{ab}(x, x') = \\sum_p \\partial_{\\theta_p} f_a(x)\\,
+          \\partial_{\\theta_p} f_b(x').
 
 With ``trace_outputs=True`` (the default, as neural-tangents' ``trace_axes=(-1,)``) the output
 axes are traced and divided by :math:`k`, giving an ``(N1, N2)`` matrix; otherwise the result has
@@ -56,11 +57,30 @@ _compat.apply()
 import neural_tangents as nt  # noqa: E402  (needs the compat patches first)
 
 __all__ = [
-    "IMPLEMENTATIONS", "ACTIVATIONS", "Kernels", "FluctuationStats",
-    "ntk", "nngp", "kernels", "dense_layers", "fcn_kernels", "fcn_ntk",
-    "PADDINGS", "CNN_READOUTS", "cnn_layers", "cnn_kernels", "cnn_ensemble_kernels",
-    "ensemble", "ensemble_kernels", "fcn_ensemble_kernels", "auto_chunk_size", "INIT_MODES",
-    "fluctuation_stats", "relative_frobenius_error", "Sweep", "width_sweep",
+    "IMPLEMENTATIONS",
+    "ACTIVATIONS",
+    "Kernels",
+    "FluctuationStats",
+    "ntk",
+    "nngp",
+    "kernels",
+    "dense_layers",
+    "fcn_kernels",
+    "fcn_ntk",
+    "PADDINGS",
+    "CNN_READOUTS",
+    "cnn_layers",
+    "cnn_kernels",
+    "cnn_ensemble_kernels",
+    "ensemble",
+    "ensemble_kernels",
+    "fcn_ensemble_kernels",
+    "auto_chunk_size",
+    "INIT_MODES",
+    "fluctuation_stats",
+    "relative_frobenius_error",
+    "Sweep",
+    "width_sweep",
 ]
 
 #: neural-tangents' empirical NTK implementations by name (``nt.NtkImplementation``).
@@ -127,21 +147,25 @@ def _check_inputs(x1, x2):
     """Validate ``x1``/``x2`` and return them as arrays (``x2`` may be ``None``)."""
     x1 = jnp.asarray(x1)
     if x1.ndim < 2 or x1.shape[0] < 1:
-        raise ValueError(f"x1 must have shape (N1, ...) with N1 >= 1 and at least 2 axes, "
-                         f"got shape {x1.shape}")
+        raise ValueError(
+            f"x1 must have shape (N1, ...) with N1 >= 1 and at least 2 axes, got shape {x1.shape}"
+        )
     if x2 is not None:
         x2 = jnp.asarray(x2)
         if x2.ndim != x1.ndim or x2.shape[1:] != x1.shape[1:] or x2.shape[0] < 1:
-            raise ValueError(f"x2 must have shape (N2, {', '.join(map(str, x1.shape[1:]))}) "
-                             f"like x1 = {x1.shape}, got {x2.shape}")
+            raise ValueError(
+                f"x2 must have shape (N2, {', '.join(map(str, x1.shape[1:]))}) "
+                f"like x1 = {x1.shape}, got {x2.shape}"
+            )
     return x1, x2
 
 
 def _check_implementation(implementation) -> int:
     if isinstance(implementation, (int, np.integer)) and not isinstance(implementation, bool):
         return _validate.integer("implementation", implementation, minimum=0, maximum=3)
-    return IMPLEMENTATIONS[_validate.choice("implementation", implementation,
-                                            tuple(IMPLEMENTATIONS))]
+    return IMPLEMENTATIONS[
+        _validate.choice("implementation", implementation, tuple(IMPLEMENTATIONS))
+    ]
 
 
 def _check_readout(readout: str) -> None:
@@ -155,8 +179,12 @@ def _check_readout(readout: str) -> None:
 
 @functools.lru_cache(maxsize=128)
 def _nt_ntk_fn(apply_fn, implementation: int, trace_outputs: bool):
-    fn = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,) if trace_outputs else (),
-                             vmap_axes=0, implementation=implementation)
+    fn = nt.empirical_ntk_fn(
+        apply_fn,
+        trace_axes=(-1,) if trace_outputs else (),
+        vmap_axes=0,
+        implementation=implementation,
+    )
     return jax.jit(fn)
 
 
@@ -165,8 +193,15 @@ def _nt_nngp_fn(apply_fn, trace_outputs: bool):
     return jax.jit(nt.empirical_nngp_fn(apply_fn, trace_axes=(-1,) if trace_outputs else ()))
 
 
-def ntk(apply_fn: Callable, params, x1, x2=None, *,
-        implementation: str | int = "jacobian_contraction", trace_outputs: bool = True):
+def ntk(
+    apply_fn: Callable,
+    params,
+    x1,
+    x2=None,
+    *,
+    implementation: str | int = "jacobian_contraction",
+    trace_outputs: bool = True,
+):
     """Empirical NTK of any stax network via neural-tangents' ``empirical_ntk_fn``.
 
     .. math:: \\Theta(x, x') = \\frac{1}{k}\\sum_a \\sum_p \\partial_{\\theta_p} f_a(x)\\,
@@ -201,8 +236,12 @@ def _readout_path(params):
     def visit(node, path):
         nonlocal found
         if isinstance(node, (list, tuple)):
-            if (len(node) == 2 and hasattr(node[0], "ndim") and node[0].ndim >= 2
-                    and (node[1] is None or hasattr(node[1], "ndim"))):
+            if (
+                len(node) == 2
+                and hasattr(node[0], "ndim")
+                and node[0].ndim >= 2
+                and (node[1] is None or hasattr(node[1], "ndim"))
+            ):
                 found = path
                 return
             for i, child in enumerate(node):
@@ -210,8 +249,10 @@ def _readout_path(params):
 
     visit(params, ())
     if found is None:
-        raise ValueError("params contain no (W, b) layer: expected stax params of a network "
-                         "ending in a Dense layer")
+        raise ValueError(
+            "params contain no (W, b) layer: expected stax params of a network "
+            "ending in a Dense layer"
+        )
     return found
 
 
@@ -236,15 +277,23 @@ def _conditional_nngp_fn(apply_fn, path: tuple, trace_outputs: bool):
         def g(readout, x):
             return apply_fn(_set_path(params, path, readout), x)
 
-        f = nt.empirical_ntk_fn(g, trace_axes=(-1,) if trace_outputs else (), vmap_axes=0,
-                                implementation=1)
+        f = nt.empirical_ntk_fn(
+            g, trace_axes=(-1,) if trace_outputs else (), vmap_axes=0, implementation=1
+        )
         return f(x1, x2, _get_path(params, path))
 
     return jax.jit(fn)
 
 
-def nngp(apply_fn: Callable, params, x1, x2=None, *, readout: str = "conditional",
-         trace_outputs: bool = True):
+def nngp(
+    apply_fn: Callable,
+    params,
+    x1,
+    x2=None,
+    *,
+    readout: str = "conditional",
+    trace_outputs: bool = True,
+):
     """Empirical NNGP of one network.
 
     ``readout="conditional"`` (default): the output covariance given all layers but the readout,
@@ -278,9 +327,15 @@ def nngp(apply_fn: Callable, params, x1, x2=None, *, readout: str = "conditional
     return _conditional_nngp_fn(apply_fn, path, bool(trace_outputs))(x1, x2, params)
 
 
-def kernels(apply_fn: Callable, params, x1, x2=None, *,
-            implementation: str | int = "jacobian_contraction",
-            trace_outputs: bool = True) -> Kernels:
+def kernels(
+    apply_fn: Callable,
+    params,
+    x1,
+    x2=None,
+    *,
+    implementation: str | int = "jacobian_contraction",
+    trace_outputs: bool = True,
+) -> Kernels:
     """Both :func:`nngp` (readout-conditional) and :func:`ntk` of any stax network.
 
     Args:
@@ -289,9 +344,10 @@ def kernels(apply_fn: Callable, params, x1, x2=None, *,
     Returns:
       :class:`Kernels` of arrays of shape ``(N1, N2)`` (``(N1, N2, k, k)`` untraced).
     """
-    return Kernels(nngp(apply_fn, params, x1, x2, trace_outputs=trace_outputs),
-                   ntk(apply_fn, params, x1, x2, implementation=implementation,
-                       trace_outputs=trace_outputs))
+    return Kernels(
+        nngp(apply_fn, params, x1, x2, trace_outputs=trace_outputs),
+        ntk(apply_fn, params, x1, x2, implementation=implementation, trace_outputs=trace_outputs),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,15 +363,20 @@ def _weight_pairs(params, bare_arrays: str | None = None) -> list[tuple[Any, Any
 
     def visit(node):
         if isinstance(node, (list, tuple)):
-            if (len(node) == 2 and hasattr(node[0], "ndim")
-                    and (node[1] is None or hasattr(node[1], "ndim"))):
+            if (
+                len(node) == 2
+                and hasattr(node[0], "ndim")
+                and (node[1] is None or hasattr(node[1], "ndim"))
+            ):
                 layers.append((node[0], node[1]))
                 return
             for child in node:
                 visit(child)
         elif bare_arrays and node is not None and hasattr(node, "ndim"):
-            raise ValueError(f"params must be {bare_arrays} parameters: (W, b) pairs and empty "
-                             f"tuples, found a bare array of shape {node.shape}")
+            raise ValueError(
+                f"params must be {bare_arrays} parameters: (W, b) pairs and empty "
+                f"tuples, found a bare array of shape {node.shape}"
+            )
 
     visit(params)
     return layers
@@ -344,13 +405,17 @@ def dense_layers(params) -> list[tuple[Any, Any]]:
         raise ValueError("params contain no (W, b) layer")
     for i, (W, b) in enumerate(layers):
         if W.ndim != 2:
-            raise ValueError(f"layer {i}: W must be a matrix (n_in, n_out) for the FCN fast "
-                             f"path, got shape {W.shape} (use ntk() for CNNs)")
+            raise ValueError(
+                f"layer {i}: W must be a matrix (n_in, n_out) for the FCN fast "
+                f"path, got shape {W.shape} (use ntk() for CNNs)"
+            )
         if min(W.shape) < 1:
             raise ValueError(f"layer {i}: widths must be positive, W has shape {W.shape}")
         if i and W.shape[0] != layers[i - 1][0].shape[1]:
-            raise ValueError(f"layer {i}: W has n_in = {W.shape[0]} but the previous layer has "
-                             f"n_out = {layers[i - 1][0].shape[1]}")
+            raise ValueError(
+                f"layer {i}: W has n_in = {W.shape[0]} but the previous layer has "
+                f"n_out = {layers[i - 1][0].shape[1]}"
+            )
         if b is not None and b.size != W.shape[1]:
             raise ValueError(f"layer {i}: b has {b.size} entries, expected {W.shape[1]}")
     return layers
@@ -359,14 +424,17 @@ def dense_layers(params) -> list[tuple[Any, Any]]:
 def _check_fcn_args(activation, W_std, b_std, parameterization):
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or a callable, "
-                             f"got {activation!r}")
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)} or a callable, "
+                f"got {activation!r}"
+            )
         phi = ACTIVATIONS[activation]
     elif callable(activation):
         phi = activation
     else:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or a callable, "
-                         f"got {activation!r}")
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)} or a callable, got {activation!r}"
+        )
     _validate.choice("parameterization", parameterization, ("ntk", "standard"))
     if parameterization == "ntk":
         _validate.real("W_std", W_std, positive=True)
@@ -414,12 +482,11 @@ def _fcn_forward_backward(layers, x, phi, W_std, b_std, parameterization):
     return acts, deltas, alphas, betas
 
 
-@functools.partial(jax.jit, static_argnames=("phi", "W_std", "b_std", "parameterization",
-                                              "trace_outputs", "same"))
-def _fcn_kernels_jit(layers, x1, x2, *, phi, W_std, b_std, parameterization, trace_outputs,
-                     same):
-    a1, d1, alphas, betas = _fcn_forward_backward(layers, x1, phi, W_std, b_std,
-                                                  parameterization)
+@functools.partial(
+    jax.jit, static_argnames=("phi", "W_std", "b_std", "parameterization", "trace_outputs", "same")
+)
+def _fcn_kernels_jit(layers, x1, x2, *, phi, W_std, b_std, parameterization, trace_outputs, same):
+    a1, d1, alphas, betas = _fcn_forward_backward(layers, x1, phi, W_std, b_std, parameterization)
     if same:
         a2, d2 = a1, d1
     else:
@@ -443,9 +510,17 @@ def _fcn_kernels_jit(layers, x1, x2, *, phi, W_std, b_std, parameterization, tra
     return nngp_, theta
 
 
-def fcn_kernels(params, x1, x2=None, *, activation: str | Callable = "relu",
-                W_std: float = 1.0, b_std: float | None = 0.0,
-                parameterization: str = "ntk", trace_outputs: bool = True) -> Kernels:
+def fcn_kernels(
+    params,
+    x1,
+    x2=None,
+    *,
+    activation: str | Callable = "relu",
+    W_std: float = 1.0,
+    b_std: float | None = 0.0,
+    parameterization: str = "ntk",
+    trace_outputs: bool = True,
+) -> Kernels:
     """Empirical NNGP and NTK of a fully connected network from its layer structure.
 
     For ``f = h^{L+1}``, ``h^l = \\alpha_l x^{l-1} W^l + \\beta_l b^l``, ``x^l = \\phi(h^l)``
@@ -487,13 +562,22 @@ def fcn_kernels(params, x1, x2=None, *, activation: str | Callable = "relu",
     if x1.ndim != 2:
         raise ValueError(f"x1 must have shape (N1, n_0) for the FCN fast path, got {x1.shape}")
     if x1.shape[1] != layers[0][0].shape[0]:
-        raise ValueError(f"x1 has {x1.shape[1]} features but the first layer expects "
-                         f"n_0 = {layers[0][0].shape[0]}")
+        raise ValueError(
+            f"x1 has {x1.shape[1]} features but the first layer expects "
+            f"n_0 = {layers[0][0].shape[0]}"
+        )
     layers = [(W, b) for W, b in layers]
-    out = _fcn_kernels_jit(layers, x1, x1 if x2 is None else x2, phi=phi, W_std=float(W_std),
-                           b_std=None if b_std is None else float(b_std),
-                           parameterization=parameterization,
-                           trace_outputs=bool(trace_outputs), same=x2 is None)
+    out = _fcn_kernels_jit(
+        layers,
+        x1,
+        x1 if x2 is None else x2,
+        phi=phi,
+        W_std=float(W_std),
+        b_std=None if b_std is None else float(b_std),
+        parameterization=parameterization,
+        trace_outputs=bool(trace_outputs),
+        same=x2 is None,
+    )
     return Kernels(*out)
 
 
@@ -544,16 +628,22 @@ def cnn_layers(params) -> tuple[list[tuple[Any, Any]], tuple[Any, Any]]:
     """
     layers = _weight_pairs(params)
     if not layers or layers[-1][0].ndim != 2:
-        raise ValueError("params must be those of a stax CNN ending in a Dense readout "
-                         "(Conv layers, activations, GlobalAvgPool/Flatten, Dense)")
+        raise ValueError(
+            "params must be those of a stax CNN ending in a Dense readout "
+            "(Conv layers, activations, GlobalAvgPool/Flatten, Dense)"
+        )
     convs, readout = layers[:-1], layers[-1]
     for i, (W, b) in enumerate(convs):
         if W.ndim < 3:
-            raise ValueError(f"layer {i}: expected a Conv kernel (*filter_shape, c_in, c_out), "
-                             f"got shape {W.shape} (a Dense layer before the readout?)")
+            raise ValueError(
+                f"layer {i}: expected a Conv kernel (*filter_shape, c_in, c_out), "
+                f"got shape {W.shape} (a Dense layer before the readout?)"
+            )
         if i and W.shape[-2] != convs[i - 1][0].shape[-1]:
-            raise ValueError(f"layer {i}: Conv kernel has c_in = {W.shape[-2]} but the previous "
-                             f"layer has c_out = {convs[i - 1][0].shape[-1]}")
+            raise ValueError(
+                f"layer {i}: Conv kernel has c_in = {W.shape[-2]} but the previous "
+                f"layer has c_out = {convs[i - 1][0].shape[-1]}"
+            )
         if b is not None and b.size != W.shape[-1]:
             raise ValueError(f"layer {i}: b has {b.size} entries, expected {W.shape[-1]}")
     return convs, readout
@@ -570,8 +660,7 @@ def _pad_spatial(a, filter_shape, padding):
     (neural-tangents' ``CIRCULAR``: the ``SAME`` pads, filled periodically)."""
     if padding == "VALID":
         return a
-    pads = jax.lax.padtype_to_pads(a.shape[1:-1], filter_shape, (1,) * len(filter_shape),
-                                   "SAME")
+    pads = jax.lax.padtype_to_pads(a.shape[1:-1], filter_shape, (1,) * len(filter_shape), "SAME")
     widths = [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)]
     return jnp.pad(a, widths, mode="wrap" if padding == "CIRCULAR" else "constant")
 
@@ -595,13 +684,17 @@ def _cnn_forward_backward(convs, readout, x, phi, W_std, b_std, readout_mode, pa
         for l, (W, b) in enumerate(convs):
             ap = _pad_spatial(a, W.shape[:-2], padding)
             pads.append(ap)
-            h = alphas[l] * jax.lax.conv_general_dilated(ap, W, (1,) * nsp, "VALID",
-                                                         dimension_numbers=dn)
+            h = alphas[l] * jax.lax.conv_general_dilated(
+                ap, W, (1,) * nsp, "VALID", dimension_numbers=dn
+            )
             if b is not None and b_std:
                 h = h + b_std * b
             a = phi(h + eps[l])
-        feats = a.mean(axis=tuple(range(1, nsp + 1))) if readout_mode == "gap" else (
-            a.reshape(a.shape[0], -1))
+        feats = (
+            a.mean(axis=tuple(range(1, nsp + 1)))
+            if readout_mode == "gap"
+            else (a.reshape(a.shape[0], -1))
+        )
         Wr, br = readout
         f = W_std / math.sqrt(feats.shape[1]) * (feats @ Wr)
         if br is not None and b_std:
@@ -613,7 +706,7 @@ def _cnn_forward_backward(convs, readout, x, phi, W_std, b_std, readout_mode, pa
     f, vjp, (pads, feats) = jax.vjp(forward, eps0, has_aux=True)
     k = f.shape[1]
     basis = jnp.broadcast_to(jnp.eye(k, dtype=f.dtype)[:, None, :], (k,) + f.shape)
-    deltas = jax.vmap(lambda ct: vjp(ct)[0])(basis)       # list of (k, N, *spatial, c_out)
+    deltas = jax.vmap(lambda ct: vjp(ct)[0])(basis)  # list of (k, N, *spatial, c_out)
     return pads, deltas, feats, alphas
 
 
@@ -621,8 +714,7 @@ def _cnn_preact_shapes(convs, x, padding, dn):
     out, a = [], x
     for W, _ in convs:
         ap = _pad_spatial(a, W.shape[:-2], padding)
-        a = jax.lax.conv_general_dilated(ap, W, (1,) * (x.ndim - 2), "VALID",
-                                         dimension_numbers=dn)
+        a = jax.lax.conv_general_dilated(ap, W, (1,) * (x.ndim - 2), "VALID", dimension_numbers=dn)
         out.append(a)
     return out
 
@@ -648,29 +740,33 @@ def _patch_gram(p1, p2, filter_shape):
     return total
 
 
-@functools.partial(jax.jit, static_argnames=("phi", "W_std", "b_std", "readout_mode",
-                                              "padding", "trace_outputs", "same"))
-def _cnn_kernels_jit(convs, readout, x1, x2, *, phi, W_std, b_std, readout_mode, padding,
-                     trace_outputs, same):
-    p1, d1, f1, alphas = _cnn_forward_backward(convs, readout, x1, phi, W_std, b_std,
-                                               readout_mode, padding)
+@functools.partial(
+    jax.jit,
+    static_argnames=("phi", "W_std", "b_std", "readout_mode", "padding", "trace_outputs", "same"),
+)
+def _cnn_kernels_jit(
+    convs, readout, x1, x2, *, phi, W_std, b_std, readout_mode, padding, trace_outputs, same
+):
+    p1, d1, f1, alphas = _cnn_forward_backward(
+        convs, readout, x1, phi, W_std, b_std, readout_mode, padding
+    )
     if same:
         p2, d2, f2 = p1, d1, f1
     else:
-        p2, d2, f2, _ = _cnn_forward_backward(convs, readout, x2, phi, W_std, b_std,
-                                              readout_mode, padding)
+        p2, d2, f2, _ = _cnn_forward_backward(
+            convs, readout, x2, phi, W_std, b_std, readout_mode, padding
+        )
     nsp = x1.ndim - 2
     sp, sq = "hwdxyz"[:nsp], "HWDXYZ"[:nsp]
     k = readout[0].shape[1]
     beta = b_std if b_std else 0.0
-    cov = W_std ** 2 / f1.shape[1] * (f1 @ f2.T) + (
-        beta ** 2 if readout[1] is not None else 0.0)
+    cov = W_std**2 / f1.shape[1] * (f1 @ f2.T) + (beta**2 if readout[1] is not None else 0.0)
     eye = jnp.eye(k, dtype=cov.dtype)
     theta = cov if trace_outputs else cov[:, :, None, None] * eye
     for l, (W, b) in enumerate(convs):
         P = alphas[l] ** 2 * _patch_gram(p1[l], p2[l], W.shape[:-2])
         if b is not None and beta:
-            P = P + beta ** 2
+            P = P + beta**2
         if trace_outputs:
             D = jnp.einsum(f"an{sp}c,am{sq}c->n{sp}m{sq}", d1[l], d2[l]) / k
             theta = theta + jnp.einsum(f"n{sp}m{sq},n{sp}m{sq}->nm", P, D)
@@ -688,9 +784,18 @@ def _check_cnn_args(activation, W_std, b_std, readout, padding):
     return phi
 
 
-def cnn_kernels(params, x1, x2=None, *, activation: str | Callable = "relu",
-                W_std: float = 1.0, b_std: float | None = 0.0, readout: str = "gap",
-                padding: str = "SAME", trace_outputs: bool = True) -> Kernels:
+def cnn_kernels(
+    params,
+    x1,
+    x2=None,
+    *,
+    activation: str | Callable = "relu",
+    W_std: float = 1.0,
+    b_std: float | None = 0.0,
+    readout: str = "gap",
+    padding: str = "SAME",
+    trace_outputs: bool = True,
+) -> Kernels:
     """Empirical NNGP and NTK of a CNN (:func:`ntklit.nets.cnn`) from its layer structure.
 
     A Conv layer :math:`h^l_s = \\alpha_l \\sum_t W^l_t\\, a^{l-1}_{s+t} + \\beta\\, b^l`
@@ -734,17 +839,30 @@ def cnn_kernels(params, x1, x2=None, *, activation: str | Callable = "relu",
     x1, x2 = _check_inputs(x1, x2)
     convs, ro = cnn_layers(params)
     if not 3 <= x1.ndim <= 5:
-        raise ValueError(f"x1 must have shape (N1, *spatial, C) with 1 to 3 spatial axes for "
-                         f"the CNN fast path, got {x1.shape}")
+        raise ValueError(
+            f"x1 must have shape (N1, *spatial, C) with 1 to 3 spatial axes for "
+            f"the CNN fast path, got {x1.shape}"
+        )
     c_in = convs[0][0].shape[-2] if convs else None
     if convs and (x1.shape[-1] != c_in or convs[0][0].ndim != x1.ndim):
-        raise ValueError(f"x1 has shape {x1.shape} but the first Conv kernel has shape "
-                         f"{convs[0][0].shape} (expected {x1.ndim - 2} spatial axes and "
-                         f"{c_in} channels)")
-    out = _cnn_kernels_jit(list(convs), ro, x1, x1 if x2 is None else x2, phi=phi,
-                           W_std=float(W_std), b_std=None if b_std is None else float(b_std),
-                           readout_mode=readout, padding=padding,
-                           trace_outputs=bool(trace_outputs), same=x2 is None)
+        raise ValueError(
+            f"x1 has shape {x1.shape} but the first Conv kernel has shape "
+            f"{convs[0][0].shape} (expected {x1.ndim - 2} spatial axes and "
+            f"{c_in} channels)"
+        )
+    out = _cnn_kernels_jit(
+        list(convs),
+        ro,
+        x1,
+        x1 if x2 is None else x2,
+        phi=phi,
+        W_std=float(W_std),
+        b_std=None if b_std is None else float(b_std),
+        readout_mode=readout,
+        padding=padding,
+        trace_outputs=bool(trace_outputs),
+        same=x2 is None,
+    )
     return Kernels(*out)
 
 
@@ -753,8 +871,14 @@ def cnn_kernels(params, x1, x2=None, *, activation: str | Callable = "relu",
 # ---------------------------------------------------------------------------------------------
 
 
-def auto_chunk_size(init_fn: Callable, input_shape: Sequence[int], n_samples: int, *,
-                    memory_bytes: int = 2 ** 30, overhead: float = 4.0) -> int:
+def auto_chunk_size(
+    init_fn: Callable,
+    input_shape: Sequence[int],
+    n_samples: int,
+    *,
+    memory_bytes: int = 2**30,
+    overhead: float = 4.0,
+) -> int:
     """How many networks to evaluate at once so that their parameters fit a memory budget.
 
     Estimates one network's footprint as ``overhead`` times its parameter bytes (parameters,
@@ -785,9 +909,23 @@ INIT_MODES = ("auto", "vmap", "map", "loop")
 #: Primitives that XLA:CPU runs as LAPACK custom calls (jaxlib's ``lapack_*_ffi`` kernels).
 #: Batched (``vmap``-ed) over an ensemble they are the calls that can deadlock on CPU, see
 #: :func:`ensemble`.
-_LAPACK_PRIMITIVES = frozenset({"qr", "householder_product", "geqrf", "geqp3", "eigh", "eig",
-                                "svd", "cholesky", "lu", "schur", "hessenberg", "tridiagonal",
-                                "tridiagonal_solve"})
+_LAPACK_PRIMITIVES = frozenset(
+    {
+        "qr",
+        "householder_product",
+        "geqrf",
+        "geqp3",
+        "eigh",
+        "eig",
+        "svd",
+        "cholesky",
+        "lu",
+        "schur",
+        "hessenberg",
+        "tridiagonal",
+        "tridiagonal_solve",
+    }
+)
 
 
 def _primitive_names(jaxpr, names: set) -> set:
@@ -795,7 +933,7 @@ def _primitive_names(jaxpr, names: set) -> set:
     for eqn in jaxpr.eqns:
         names.add(eqn.primitive.name)
         for value in eqn.params.values():
-            for sub in (value if isinstance(value, (list, tuple)) else (value,)):
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
                 if hasattr(sub, "eqns"):
                     _primitive_names(sub, names)
                 elif hasattr(getattr(sub, "jaxpr", None), "eqns"):
@@ -807,15 +945,16 @@ def _primitive_names(jaxpr, names: set) -> set:
 def _init_trace(init_fn, input_shape: tuple) -> tuple[tuple[str, ...], tuple]:
     """One trace of ``init_fn``: the LAPACK-backed primitives it uses (e.g. ``qr`` of an
     orthogonal init) and the shapes/dtypes of its parameter leaves."""
-    jaxpr, shapes = jax.make_jaxpr(lambda k: init_fn(k, input_shape)[1],
-                                   return_shape=True)(jax.random.key(0))
+    jaxpr, shapes = jax.make_jaxpr(lambda k: init_fn(k, input_shape)[1], return_shape=True)(
+        jax.random.key(0)
+    )
     lapack = tuple(sorted(_primitive_names(jaxpr.jaxpr, set()) & _LAPACK_PRIMITIVES))
     return lapack, tuple(jax.tree_util.tree_leaves(shapes))
 
 
 #: On CPU, ``init_mode="auto"`` draws networks with at least this many parameters one at a time
 #: (``"map"``) rather than batched (``"vmap"``); see :func:`ensemble`.
-MAP_ABOVE_PARAMS = 2 ** 17
+MAP_ABOVE_PARAMS = 2**17
 
 
 def _resolve_init_mode(init_mode: str, init_fn, input_shape) -> str:
@@ -835,7 +974,8 @@ def _resolve_init_mode(init_mode: str, init_fn, input_shape) -> str:
             f"which jaxlib {jax.__version__} runs on XLA:CPU's intra-op thread pool: two such "
             f"calls running concurrently (one per layer) block every pool thread and the "
             f"program deadlocks. 'map' (or 'auto') draws the networks one at a time inside the "
-            f"compiled program instead.")
+            f"compiled program instead."
+        )
     return init_mode
 
 
@@ -864,9 +1004,18 @@ def _kernel_runner(fn):
     return jax.jit(jax.vmap(lambda p, args: fn(p, *args), in_axes=(0, None)))
 
 
-def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
-             n_samples: int, *, args: tuple = (), chunk_size: int | None = None,
-             memory_bytes: int = 2 ** 30, init_mode: str = "auto"):
+def ensemble(
+    fn: Callable,
+    init_fn: Callable,
+    key,
+    input_shape: Sequence[int],
+    n_samples: int,
+    *,
+    args: tuple = (),
+    chunk_size: int | None = None,
+    memory_bytes: int = 2**30,
+    init_mode: str = "auto",
+):
     """Evaluate ``fn(params, *args)`` for ``n_samples`` independently initialized networks.
 
     The networks are drawn with ``init_fn(k_i, input_shape)`` for ``k_i`` in
@@ -945,13 +1094,14 @@ def ensemble(fn: Callable, init_fn: Callable, key, input_shape: Sequence[int],
         keys = jnp.concatenate([keys, jnp.broadcast_to(keys[-1:], (pad,) + keys.shape[1:])])
     if init_mode in ("vmap", "map"):
         run = _ensemble_runner(fn, init_fn, input_shape, init_mode)
-        outs = [run(keys[i * chunk_size:(i + 1) * chunk_size], tuple(args))
-                for i in range(n_chunks)]
+        outs = [
+            run(keys[i * chunk_size : (i + 1) * chunk_size], tuple(args)) for i in range(n_chunks)
+        ]
     else:
         init_one, run = _init_one(init_fn, input_shape), _kernel_runner(fn)
         outs = []
         for i in range(n_chunks):
-            ps = [init_one(k) for k in keys[i * chunk_size:(i + 1) * chunk_size]]
+            ps = [init_one(k) for k in keys[i * chunk_size : (i + 1) * chunk_size]]
             params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *ps)
             outs.append(run(params, tuple(args)))
     if n_chunks == 1:
@@ -973,7 +1123,8 @@ class _NtKernels:
         path = _readout_path(params)
         return Kernels(
             _conditional_nngp_fn(self.apply_fn, path, self.trace_outputs)(x1, x2, params),
-            _nt_ntk_fn(self.apply_fn, self.implementation, self.trace_outputs)(x1, x2, params))
+            _nt_ntk_fn(self.apply_fn, self.implementation, self.trace_outputs)(x1, x2, params),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -988,16 +1139,35 @@ class _FcnKernels:
     same: bool
 
     def __call__(self, params, x1, x2):
-        return Kernels(*_fcn_kernels_jit(
-            dense_layers(params), x1, x2, phi=self.phi, W_std=self.W_std, b_std=self.b_std,
-            parameterization=self.parameterization, trace_outputs=self.trace_outputs,
-            same=self.same))
+        return Kernels(
+            *_fcn_kernels_jit(
+                dense_layers(params),
+                x1,
+                x2,
+                phi=self.phi,
+                W_std=self.W_std,
+                b_std=self.b_std,
+                parameterization=self.parameterization,
+                trace_outputs=self.trace_outputs,
+                same=self.same,
+            )
+        )
 
 
-def ensemble_kernels(init_fn: Callable, apply_fn: Callable, key, x1, x2=None, *,
-                     n_samples: int, implementation: str | int = "jacobian_contraction",
-                     trace_outputs: bool = True, chunk_size: int | None = None,
-                     memory_bytes: int = 2 ** 30, init_mode: str = "auto") -> Kernels:
+def ensemble_kernels(
+    init_fn: Callable,
+    apply_fn: Callable,
+    key,
+    x1,
+    x2=None,
+    *,
+    n_samples: int,
+    implementation: str | int = "jacobian_contraction",
+    trace_outputs: bool = True,
+    chunk_size: int | None = None,
+    memory_bytes: int = 2**30,
+    init_mode: str = "auto",
+) -> Kernels:
     """NNGP and NTK (:func:`kernels`) of ``n_samples`` independently initialized networks.
 
     Args:
@@ -1014,16 +1184,35 @@ def ensemble_kernels(init_fn: Callable, apply_fn: Callable, key, x1, x2=None, *,
     n_samples = _validate.integer("n_samples", n_samples)
     x1, x2 = _check_inputs(x1, x2)
     fn = _NtKernels(apply_fn, impl, bool(trace_outputs))
-    return ensemble(fn, init_fn, key, (-1,) + tuple(x1.shape[1:]), n_samples,
-                    args=(x1, x2), chunk_size=chunk_size, memory_bytes=memory_bytes,
-                    init_mode=init_mode)
+    return ensemble(
+        fn,
+        init_fn,
+        key,
+        (-1,) + tuple(x1.shape[1:]),
+        n_samples,
+        args=(x1, x2),
+        chunk_size=chunk_size,
+        memory_bytes=memory_bytes,
+        init_mode=init_mode,
+    )
 
 
-def fcn_ensemble_kernels(init_fn: Callable, key, x1, x2=None, *, n_samples: int,
-                         activation: str | Callable = "relu", W_std: float = 1.0,
-                         b_std: float | None = 0.0, parameterization: str = "ntk",
-                         trace_outputs: bool = True, chunk_size: int | None = None,
-                         memory_bytes: int = 2 ** 30, init_mode: str = "auto") -> Kernels:
+def fcn_ensemble_kernels(
+    init_fn: Callable,
+    key,
+    x1,
+    x2=None,
+    *,
+    n_samples: int,
+    activation: str | Callable = "relu",
+    W_std: float = 1.0,
+    b_std: float | None = 0.0,
+    parameterization: str = "ntk",
+    trace_outputs: bool = True,
+    chunk_size: int | None = None,
+    memory_bytes: int = 2**30,
+    init_mode: str = "auto",
+) -> Kernels:
     """:func:`fcn_kernels` of ``n_samples`` independently initialized FCNs, vectorized.
 
     Args:
@@ -1043,11 +1232,25 @@ def fcn_ensemble_kernels(init_fn: Callable, key, x1, x2=None, *, n_samples: int,
     if x1.ndim != 2:
         raise ValueError(f"x1 must have shape (N1, n_0) for the FCN fast path, got {x1.shape}")
     same = x2 is None
-    fn = _FcnKernels(phi, float(W_std), None if b_std is None else float(b_std),
-                     parameterization, bool(trace_outputs), same)
-    return ensemble(fn, init_fn, key, (-1, x1.shape[1]), n_samples,
-                    args=(x1, x1 if same else x2), chunk_size=chunk_size,
-                    memory_bytes=memory_bytes, init_mode=init_mode)
+    fn = _FcnKernels(
+        phi,
+        float(W_std),
+        None if b_std is None else float(b_std),
+        parameterization,
+        bool(trace_outputs),
+        same,
+    )
+    return ensemble(
+        fn,
+        init_fn,
+        key,
+        (-1, x1.shape[1]),
+        n_samples,
+        args=(x1, x1 if same else x2),
+        chunk_size=chunk_size,
+        memory_bytes=memory_bytes,
+        init_mode=init_mode,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1064,10 +1267,21 @@ class _CnnKernels:
 
     def __call__(self, params, x1, x2):
         convs, ro = cnn_layers(params)
-        return Kernels(*_cnn_kernels_jit(
-            convs, ro, x1, x2, phi=self.phi, W_std=self.W_std, b_std=self.b_std,
-            readout_mode=self.readout, padding=self.padding,
-            trace_outputs=self.trace_outputs, same=self.same))
+        return Kernels(
+            *_cnn_kernels_jit(
+                convs,
+                ro,
+                x1,
+                x2,
+                phi=self.phi,
+                W_std=self.W_std,
+                b_std=self.b_std,
+                readout_mode=self.readout,
+                padding=self.padding,
+                trace_outputs=self.trace_outputs,
+                same=self.same,
+            )
+        )
 
 
 def _cnn_intermediate_bytes(x1, x2, itemsize: int) -> int:
@@ -1079,12 +1293,23 @@ def _cnn_intermediate_bytes(x1, x2, itemsize: int) -> int:
     return 4 * x1.shape[0] * n2 * pos * pos * itemsize
 
 
-def cnn_ensemble_kernels(init_fn: Callable, key, x1, x2=None, *, n_samples: int,
-                         activation: str | Callable = "relu", W_std: float = 1.0,
-                         b_std: float | None = 0.0, readout: str = "gap",
-                         padding: str = "SAME", trace_outputs: bool = True,
-                         chunk_size: int | None = None, memory_bytes: int = 2 ** 30,
-                         init_mode: str = "auto") -> Kernels:
+def cnn_ensemble_kernels(
+    init_fn: Callable,
+    key,
+    x1,
+    x2=None,
+    *,
+    n_samples: int,
+    activation: str | Callable = "relu",
+    W_std: float = 1.0,
+    b_std: float | None = 0.0,
+    readout: str = "gap",
+    padding: str = "SAME",
+    trace_outputs: bool = True,
+    chunk_size: int | None = None,
+    memory_bytes: int = 2**30,
+    init_mode: str = "auto",
+) -> Kernels:
     """:func:`cnn_kernels` of ``n_samples`` independently initialized CNNs, vectorized.
 
     Args:
@@ -1103,20 +1328,41 @@ def cnn_ensemble_kernels(init_fn: Callable, key, x1, x2=None, *, n_samples: int,
     n_samples = _validate.integer("n_samples", n_samples)
     x1, x2 = _check_inputs(x1, x2)
     if not 3 <= x1.ndim <= 5:
-        raise ValueError(f"x1 must have shape (N1, *spatial, C) with 1 to 3 spatial axes for "
-                         f"the CNN fast path, got {x1.shape}")
+        raise ValueError(
+            f"x1 must have shape (N1, *spatial, C) with 1 to 3 spatial axes for "
+            f"the CNN fast path, got {x1.shape}"
+        )
     if chunk_size is None:
         input_shape = (-1,) + tuple(x1.shape[1:])
         grams = _cnn_intermediate_bytes(x1, x2, x1.dtype.itemsize)
-        chunk_size = max(1, min(auto_chunk_size(init_fn, input_shape, n_samples,
-                                                memory_bytes=memory_bytes),
-                                memory_bytes // max(1, grams)))
+        chunk_size = max(
+            1,
+            min(
+                auto_chunk_size(init_fn, input_shape, n_samples, memory_bytes=memory_bytes),
+                memory_bytes // max(1, grams),
+            ),
+        )
     same = x2 is None
-    fn = _CnnKernels(phi, float(W_std), None if b_std is None else float(b_std), readout,
-                     padding, bool(trace_outputs), same)
-    return ensemble(fn, init_fn, key, (-1,) + tuple(x1.shape[1:]), n_samples,
-                    args=(x1, x1 if same else x2), chunk_size=chunk_size,
-                    memory_bytes=memory_bytes, init_mode=init_mode)
+    fn = _CnnKernels(
+        phi,
+        float(W_std),
+        None if b_std is None else float(b_std),
+        readout,
+        padding,
+        bool(trace_outputs),
+        same,
+    )
+    return ensemble(
+        fn,
+        init_fn,
+        key,
+        (-1,) + tuple(x1.shape[1:]),
+        n_samples,
+        args=(x1, x1 if same else x2),
+        chunk_size=chunk_size,
+        memory_bytes=memory_bytes,
+        init_mode=init_mode,
+    )
 
 
 class Sweep(NamedTuple):
@@ -1152,11 +1398,21 @@ class Sweep(NamedTuple):
         return {i: relative_frobenius_error(samples[i], ref[i]) for i in self.inits}
 
 
-def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: int,
-                inits: Sequence[str] = ("gaussian", "orthogonal"), fcn: dict | None = None,
-                cnn: dict | None = None, implementation: str | int = "jacobian_contraction",
-                chunk_size: int | None = None, memory_bytes: int = 2 ** 30,
-                progress: bool = True) -> Sweep:
+def width_sweep(
+    build: Callable,
+    widths: Sequence[int],
+    x1,
+    key,
+    *,
+    n_samples: int,
+    inits: Sequence[str] = ("gaussian", "orthogonal"),
+    fcn: dict | None = None,
+    cnn: dict | None = None,
+    implementation: str | int = "jacobian_contraction",
+    chunk_size: int | None = None,
+    memory_bytes: int = 2**30,
+    progress: bool = True,
+) -> Sweep:
     """Empirical NNGP/NTK of ``n_samples`` networks per width and initialization.
 
     For every ``width`` and ``init``, ``build(width, init)`` must return a stax triple
@@ -1205,14 +1461,18 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
         cnn = dict(cnn)
         unknown = set(cnn) - {"activation", "W_std", "b_std", "readout", "padding"}
         if unknown:
-            raise ValueError(f"cnn keys must be among activation, W_std, b_std, readout, "
-                             f"padding, got {sorted(unknown)}")
+            raise ValueError(
+                f"cnn keys must be among activation, W_std, b_std, readout, "
+                f"padding, got {sorted(unknown)}"
+            )
     if fcn is not None:
         fcn = dict(fcn)
         unknown = set(fcn) - {"activation", "W_std", "b_std", "parameterization"}
         if unknown:
-            raise ValueError(f"fcn keys must be among activation, W_std, b_std, "
-                             f"parameterization, got {sorted(unknown)}")
+            raise ValueError(
+                f"fcn keys must be among activation, W_std, b_std, "
+                f"parameterization, got {sorted(unknown)}"
+            )
     from tqdm.auto import tqdm
 
     nngp_, ntk_ = {i: [] for i in inits}, {i: [] for i in inits}
@@ -1225,25 +1485,48 @@ def width_sweep(build: Callable, widths: Sequence[int], x1, key, *, n_samples: i
                 ref[init] = kernel_fn(x1, None, ("nngp", "ntk"))
             k = jax.random.fold_in(jax.random.fold_in(key, j), w)
             if fcn is not None:
-                K = fcn_ensemble_kernels(init_fn, k, x1, n_samples=n_samples,
-                                         chunk_size=chunk_size, memory_bytes=memory_bytes,
-                                         **fcn)
+                K = fcn_ensemble_kernels(
+                    init_fn,
+                    k,
+                    x1,
+                    n_samples=n_samples,
+                    chunk_size=chunk_size,
+                    memory_bytes=memory_bytes,
+                    **fcn,
+                )
             elif cnn is not None:
-                K = cnn_ensemble_kernels(init_fn, k, x1, n_samples=n_samples,
-                                         chunk_size=chunk_size, memory_bytes=memory_bytes,
-                                         **cnn)
+                K = cnn_ensemble_kernels(
+                    init_fn,
+                    k,
+                    x1,
+                    n_samples=n_samples,
+                    chunk_size=chunk_size,
+                    memory_bytes=memory_bytes,
+                    **cnn,
+                )
             else:
-                K = ensemble_kernels(init_fn, apply_fn, k, x1, n_samples=n_samples,
-                                     implementation=implementation, chunk_size=chunk_size,
-                                     memory_bytes=memory_bytes)
+                K = ensemble_kernels(
+                    init_fn,
+                    apply_fn,
+                    k,
+                    x1,
+                    n_samples=n_samples,
+                    implementation=implementation,
+                    chunk_size=chunk_size,
+                    memory_bytes=memory_bytes,
+                )
             nngp_[init].append(np.asarray(K.nngp, dtype=np.float64))
             ntk_[init].append(np.asarray(K.ntk, dtype=np.float64))
             bar.update(1)
     bar.close()
-    return Sweep(np.asarray(widths), inits, {i: np.stack(v) for i, v in nngp_.items()},
-                 {i: np.stack(v) for i, v in ntk_.items()},
-                 {i: np.asarray(r.nngp, dtype=np.float64) for i, r in ref.items()},
-                 {i: np.asarray(r.ntk, dtype=np.float64) for i, r in ref.items()})
+    return Sweep(
+        np.asarray(widths),
+        inits,
+        {i: np.stack(v) for i, v in nngp_.items()},
+        {i: np.stack(v) for i, v in ntk_.items()},
+        {i: np.asarray(r.nngp, dtype=np.float64) for i, r in ref.items()},
+        {i: np.asarray(r.ntk, dtype=np.float64) for i, r in ref.items()},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1275,7 +1558,7 @@ def fluctuation_stats(samples, axis: int = 0) -> FluctuationStats:
     mean = s.mean(axis=axis)
     var = s.var(axis=axis, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        normalized = var / mean ** 2
+        normalized = var / mean**2
     return FluctuationStats(mean, var, normalized, n)
 
 
@@ -1295,8 +1578,10 @@ def relative_frobenius_error(K, K_ref):
     K = np.asarray(K, dtype=np.float64)
     K_ref = np.asarray(K_ref, dtype=np.float64)
     if K.ndim < 2 or K_ref.shape != K.shape[-2:]:
-        raise ValueError(f"K must have shape (..., N1, N2) with (N1, N2) = K_ref.shape "
-                         f"{K_ref.shape}, got {K.shape}")
+        raise ValueError(
+            f"K must have shape (..., N1, N2) with (N1, N2) = K_ref.shape "
+            f"{K_ref.shape}, got {K.shape}"
+        )
     ref = np.linalg.norm(K_ref)
     if ref == 0:
         raise ValueError("K_ref must be non-zero")

@@ -63,11 +63,27 @@ import numpy as np
 from ntklit import _validate
 
 __all__ = [
-    "METHODS", "SKETCH_POWERS", "FeatureMap", "feature_map", "ntk_random_features", "ntk_sketch",
-    "kappa0", "kappa1", "relu_ntk", "poly_relu_ntk", "arccos_poly_coefficients",
-    "relative_frobenius_error", "ridge_select", "kernel_ridge_select", "RidgeFit",
-    "normal_equations", "ridge_select_streaming", "predict_features", "BATCH_ELEMENTS",
-    "measure", "Measurement",
+    "METHODS",
+    "SKETCH_POWERS",
+    "FeatureMap",
+    "feature_map",
+    "ntk_random_features",
+    "ntk_sketch",
+    "kappa0",
+    "kappa1",
+    "relu_ntk",
+    "poly_relu_ntk",
+    "arccos_poly_coefficients",
+    "relative_frobenius_error",
+    "ridge_select",
+    "kernel_ridge_select",
+    "RidgeFit",
+    "normal_equations",
+    "ridge_select_streaming",
+    "predict_features",
+    "BATCH_ELEMENTS",
+    "measure",
+    "Measurement",
 ]
 
 #: The feature-map methods of :func:`feature_map`.
@@ -75,7 +91,7 @@ METHODS: tuple[str, ...] = ("random_features", "orthogonal_features", "sketch")
 
 #: Entries of the widest intermediate array of one feature-map batch (see
 #: :meth:`FeatureMap.batch_rows`): 2^25 float32 entries are 128 MiB.
-BATCH_ELEMENTS = 2 ** 25
+BATCH_ELEMENTS = 2**25
 
 _MAX_DEPTH = 64
 _MAX_DEGREE = 32
@@ -85,14 +101,17 @@ _MAX_DEGREE = 32
 # input checks
 # --------------------------------------------------------------------------------------------
 
+
 def _check_inputs(x: Any, in_dim: int | None = None, name: str = "x") -> jnp.ndarray:
     x = jnp.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (N, d) of flattened inputs, "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"{name} must be a 2-D array (N, d) of flattened inputs, got shape {x.shape}"
+        )
     if in_dim is not None and x.shape[1] != in_dim:
-        raise ValueError(f"{name} must have {in_dim} columns (the map's in_dim), "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"{name} must have {in_dim} columns (the map's in_dim), got shape {x.shape}"
+        )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     return x
@@ -101,6 +120,7 @@ def _check_inputs(x: Any, in_dim: int | None = None, name: str = "x") -> jnp.nda
 # --------------------------------------------------------------------------------------------
 # exact kernels
 # --------------------------------------------------------------------------------------------
+
 
 def kappa0(t: jnp.ndarray) -> jnp.ndarray:
     """Arc-cosine function of order 0, :math:`\\kappa_0(t) = 1 - \\arccos(t)/\\pi`.
@@ -201,8 +221,10 @@ def arccos_poly_coefficients(degree: int) -> tuple[np.ndarray, np.ndarray]:
     weights = np.ones_like(grid)
     weights[-1] = 100.0  # t = 1: keep the diagonal accurate
     t = np.clip(grid, -1.0, 1.0)
-    targets = (1.0 - np.arccos(t) / np.pi,  # kappa0 in float64
-               (np.sqrt(np.maximum(1.0 - t * t, 0.0)) + (np.pi - np.arccos(t)) * t) / np.pi)
+    targets = (
+        1.0 - np.arccos(t) / np.pi,  # kappa0 in float64
+        (np.sqrt(np.maximum(1.0 - t * t, 0.0)) + (np.pi - np.arccos(t)) * t) / np.pi,
+    )
     out = []
     for target in targets:
         coef, _ = nnls(powers * weights[:, None], target * weights)
@@ -254,6 +276,7 @@ def relative_frobenius_error(k_hat: Any, k: Any) -> float:
 # sketching primitives
 # --------------------------------------------------------------------------------------------
 
+
 def _next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
@@ -301,7 +324,9 @@ def _fwht(a: jnp.ndarray) -> jnp.ndarray:
 
 
 def _pad(a: jnp.ndarray, dim: int) -> jnp.ndarray:
-    return a if a.shape[-1] == dim else jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, dim - a.shape[-1])])
+    return (
+        a if a.shape[-1] == dim else jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, dim - a.shape[-1])])
+    )
 
 
 def _rademacher(key, n):
@@ -316,8 +341,7 @@ def _srht_params(key, in_dim: int, out_dim: int) -> dict:
     """
     dim = _next_pow2(in_dim)
     k1, k2 = jax.random.split(key)
-    return {"signs": _rademacher(k1, dim),
-            "idx": jax.random.randint(k2, (out_dim,), 0, dim)}
+    return {"signs": _rademacher(k1, dim), "idx": jax.random.randint(k2, (out_dim,), 0, dim)}
 
 
 def _srht(p: dict, a: jnp.ndarray) -> jnp.ndarray:
@@ -333,7 +357,8 @@ def _tensor_srht_params(key, dim1: int, dim2: int, out_dim: int) -> dict:
 
 
 def _tensor_srht(p: dict, a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-    """Unbiased: :math:`\\mathbb{E}[S(a\\otimes b)^\\top S(a'\\otimes b')] = (a^\\top a')(b^\\top b')`."""
+    """Unbiased:
+    :math:`\\mathbb{E}[S(a\\otimes b)^\\top S(a'\\otimes b')] = (a^\\top a')(b^\\top b')`."""
     m = p["a"]["idx"].shape[0]
     return _srht(p["a"], a) * _srht(p["b"], b) * jnp.sqrt(m).astype(a.dtype)
 
@@ -385,6 +410,7 @@ def _gaussian_rows(key, rows: int, cols: int, orthogonal: bool, block_size: int)
 # --------------------------------------------------------------------------------------------
 # feature maps
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FeatureMap:
@@ -441,7 +467,7 @@ class FeatureMap:
             return self._apply(self.params, _pad(x.T, rows).T)[:n]
         outs = []
         for start in range(0, n, batch_size):
-            chunk = x[start:start + batch_size]
+            chunk = x[start : start + batch_size]
             rows = chunk.shape[0]
             if rows < batch_size:
                 chunk = _pad(chunk.T, batch_size).T
@@ -481,8 +507,15 @@ def _unit(x):
     return x / jnp.where(n > 0, n, 1.0), n
 
 
-def ntk_random_features(key: jax.Array, in_dim: int, depth: int, dim: int, *,
-                        orthogonal: bool = False, block_size: int = 1024) -> FeatureMap:
+def ntk_random_features(
+    key: jax.Array,
+    in_dim: int,
+    depth: int,
+    dim: int,
+    *,
+    orthogonal: bool = False,
+    block_size: int = 1024,
+) -> FeatureMap:
     """NTK random features (Han et al. 2021, arXiv:2104.01351).
 
     With :math:`m_1 = \\lfloor m/2 \\rfloor` and :math:`m_s = m - m_1`, for layers
@@ -528,11 +561,13 @@ def ntk_random_features(key: jax.Array, in_dim: int, depth: int, dim: int, *,
     prev_phi, prev_psi = in_dim, in_dim
     for lkey in jax.random.split(key, depth):
         kw, ka, kb = jax.random.split(lkey, 3)
-        layers.append({
-            "w": _gaussian_rows(kw, m1, prev_phi, orthogonal, block_size),
-            "cs_psi": _count_sketch_params(ka, prev_psi, ms),
-            "cs_dot": _count_sketch_params(kb, m1, ms),
-        })
+        layers.append(
+            {
+                "w": _gaussian_rows(kw, m1, prev_phi, orthogonal, block_size),
+                "cs_psi": _count_sketch_params(ka, prev_psi, ms),
+                "cs_dot": _count_sketch_params(kb, m1, ms),
+            }
+        )
         prev_phi, prev_psi = m1, dim
     apply = functools.partial(_rf_apply, m1=m1, ms=ms)
     method = "orthogonal_features" if orthogonal else "random_features"
@@ -549,7 +584,8 @@ def _rf_apply(layers, x, *, m1, ms):
         dot = c * (z > 0).astype(x.dtype)
         phi = c * jax.nn.relu(z)
         psi = jnp.concatenate(
-            [phi, _tensor_sketch(p["cs_psi"], p["cs_dot"], psi, dot, ms)], axis=-1)
+            [phi, _tensor_sketch(p["cs_psi"], p["cs_dot"], psi, dot, ms)], axis=-1
+        )
     return jnp.sqrt(2.0 / x.shape[1]).astype(x.dtype) * norms * psi
 
 
@@ -574,8 +610,9 @@ def _tree_params(key, in_dim: int, out_dim: int, degree: int) -> list:
     leaves = _next_pow2(degree)
     levels, width, nodes = [], in_dim, leaves // 2
     for lkey in jax.random.split(key, leaves.bit_length() - 1):
-        levels.append([_tensor_srht_params(k, width, width, out_dim)
-                       for k in jax.random.split(lkey, nodes)])
+        levels.append(
+            [_tensor_srht_params(k, width, width, out_dim) for k in jax.random.split(lkey, nodes)]
+        )
         width, nodes = out_dim, nodes // 2
     return levels
 
@@ -611,8 +648,9 @@ def _tree_powers(levels: list, x: jnp.ndarray, degree: int) -> list:
 SKETCH_POWERS: tuple[str, ...] = ("chain", "tree")
 
 
-def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
-               degree: int = 8, powers: str = "chain") -> FeatureMap:
+def ntk_sketch(
+    key: jax.Array, in_dim: int, depth: int, dim: int, *, degree: int = 8, powers: str = "chain"
+) -> FeatureMap:
     """The NTK sketch (Zandieh et al. 2021, arXiv:2106.07880).
 
     :math:`\\kappa_1, \\kappa_0` are replaced by polynomials :math:`p_1(t) = \\sum_j a_j t^j`,
@@ -679,15 +717,18 @@ def ntk_sketch(key: jax.Array, in_dim: int, depth: int, dim: int, *,
     for lkey in jax.random.split(key, depth):
         kp, k1, k0, kprod = jax.random.split(lkey, 4)
         full = prev_phi + (degree - 1) * m1  # the constant term is kept out of the SRHT
-        layers.append({
-            "powers": draw(kp, prev_phi, m1, degree),
-            "s1": _srht_params(k1, full, m1 - 1),
-            "s0": _srht_params(k0, full, m1 - 1),
-            "prod": _tensor_srht_params(kprod, prev_psi, m1, ms),
-        })
+        layers.append(
+            {
+                "powers": draw(kp, prev_phi, m1, degree),
+                "s1": _srht_params(k1, full, m1 - 1),
+                "s0": _srht_params(k0, full, m1 - 1),
+                "prod": _tensor_srht_params(kprod, prev_psi, m1, ms),
+            }
+        )
         prev_phi, prev_psi = m1, dim
-    apply = functools.partial(_sketch_apply, c0=tuple(map(float, c0)),
-                              c1=tuple(map(float, c1)), powers=powers)
+    apply = functools.partial(
+        _sketch_apply, c0=tuple(map(float, c0)), c1=tuple(map(float, c1)), powers=powers
+    )
     return FeatureMap("sketch", in_dim, depth, dim, degree, layers, apply, powers)
 
 
@@ -729,8 +770,17 @@ def _sketch_apply(layers, x, *, c0, c1, powers):
     return _sketch_out(x, psi, norms)
 
 
-def feature_map(key: jax.Array, method: str, in_dim: int, depth: int, dim: int, *,
-                degree: int = 8, block_size: int = 1024, powers: str = "chain") -> FeatureMap:
+def feature_map(
+    key: jax.Array,
+    method: str,
+    in_dim: int,
+    depth: int,
+    dim: int,
+    *,
+    degree: int = 8,
+    block_size: int = 1024,
+    powers: str = "chain",
+) -> FeatureMap:
     """Draw an NTK feature map by name.
 
     Args:
@@ -753,14 +803,20 @@ def feature_map(key: jax.Array, method: str, in_dim: int, depth: int, dim: int, 
     method = _validate.choice("method", method, METHODS)
     if method == "sketch":
         return ntk_sketch(key, in_dim, depth, dim, degree=degree, powers=powers)
-    return ntk_random_features(key, in_dim, depth, dim,
-                               orthogonal=(method == "orthogonal_features"),
-                               block_size=block_size)
+    return ntk_random_features(
+        key,
+        in_dim,
+        depth,
+        dim,
+        orthogonal=(method == "orthogonal_features"),
+        block_size=block_size,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # ridge regression
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RidgeFit:
@@ -831,9 +887,14 @@ def _solve_all(gram, rhs, lambdas: np.ndarray) -> list[np.ndarray]:
         try:
             for lam in lambdas:
                 work[...] = gram
-                work.flat[::n + 1] += lam
-                out.append(cho_solve(cho_factor(work, overwrite_a=True, check_finite=False),
-                                     rhs, check_finite=False))
+                work.flat[:: n + 1] += lam
+                out.append(
+                    cho_solve(
+                        cho_factor(work, overwrite_a=True, check_finite=False),
+                        rhs,
+                        check_finite=False,
+                    )
+                )
             return out
         except np.linalg.LinAlgError:
             del work
@@ -845,8 +906,13 @@ def _solve_all(gram, rhs, lambdas: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(evecs @ (proj / (evals + lam)[:, None])) for lam in lambdas]
 
 
-def ridge_select(phi_train: Any, y_train: Any, phi_val: Any, labels_val: Any,
-                 ridges: Any = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)) -> RidgeFit:
+def ridge_select(
+    phi_train: Any,
+    y_train: Any,
+    phi_val: Any,
+    labels_val: Any,
+    ridges: Any = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+) -> RidgeFit:
     """Ridge regression on features, regularization chosen by validation accuracy.
 
     Solves :math:`(\\Phi^\\top\\Phi + \\lambda I)\\,W = \\Phi^\\top Y` in feature space,
@@ -876,10 +942,13 @@ def ridge_select(phi_train: Any, y_train: Any, phi_val: Any, labels_val: Any,
     phi_train = np.asarray(phi_train, dtype=np.float64)
     phi_val = np.asarray(phi_val, dtype=np.float64)
     if phi_train.ndim != 2 or phi_val.ndim != 2 or phi_train.shape[1] != phi_val.shape[1]:
-        raise ValueError("phi_train and phi_val must be 2-D with the same number of columns, "
-                         f"got {phi_train.shape} and {phi_val.shape}")
-    y, labels_val, ridges = _check_ridge_args(y_train, labels_val, ridges, phi_train.shape[0],
-                                              phi_val.shape[0])
+        raise ValueError(
+            "phi_train and phi_val must be 2-D with the same number of columns, "
+            f"got {phi_train.shape} and {phi_val.shape}"
+        )
+    y, labels_val, ridges = _check_ridge_args(
+        y_train, labels_val, ridges, phi_train.shape[0], phi_val.shape[0]
+    )
     # numpy (BLAS) on the CPU backend; JAX on an accelerator
     xp = np if jax.default_backend() == "cpu" else jnp
     phi_j = xp.asarray(phi_train)
@@ -887,8 +956,10 @@ def ridge_select(phi_train: Any, y_train: Any, phi_val: Any, labels_val: Any,
     if n < m:  # dual: (Phi Phi^T + lam I)^-1 Y, then W = Phi^T alpha
         gram = phi_j @ phi_j.T
         scale = float(xp.trace(gram)) / n
-        ws = [np.asarray(phi_j.T @ xp.asarray(a, phi_j.dtype))
-              for a in _solve_all(gram, y, ridges * scale)]
+        ws = [
+            np.asarray(phi_j.T @ xp.asarray(a, phi_j.dtype))
+            for a in _solve_all(gram, y, ridges * scale)
+        ]
     else:
         gram = phi_j.T @ phi_j
         scale = float(xp.trace(gram)) / n
@@ -916,15 +987,16 @@ def _feature_blocks(fmap: "FeatureMap", x: Any, batch_size: int | None):
     rows = fmap._batch(batch_size)
     n = x.shape[0]
     for start in range(0, n, rows):
-        chunk = x[start:start + rows]
+        chunk = x[start : start + rows]
         k = chunk.shape[0]
         if n > rows and k < rows:  # pad the last block: one compiled program for every block
             chunk = _pad(chunk.T, rows).T
         yield start, np.asarray(fmap(chunk, batch_size=rows)[:k], dtype=np.float64)
 
 
-def normal_equations(fmap: "FeatureMap", x: Any, y: Any, *,
-                     batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def normal_equations(
+    fmap: "FeatureMap", x: Any, y: Any, *, batch_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The normal equations of least squares on ``fmap``'s features, streamed over row blocks.
 
     :math:`G = \\Phi^\\top\\Phi = \\sum_b \\Phi_b^\\top\\Phi_b` and :math:`B = \\Phi^\\top Y =
@@ -951,8 +1023,9 @@ def normal_equations(fmap: "FeatureMap", x: Any, y: Any, *,
     if y.ndim == 1:
         y = y[:, None]
     if y.ndim != 2 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape (N, C) with N = {x.shape[0]} (the rows of x), "
-                         f"got {y.shape}")
+        raise ValueError(
+            f"y must have shape (N, C) with N = {x.shape[0]} (the rows of x), got {y.shape}"
+        )
     m = fmap.dim
     cpu = jax.default_backend() == "cpu"
     if cpu:
@@ -964,14 +1037,15 @@ def normal_equations(fmap: "FeatureMap", x: Any, y: Any, *,
             gram = dsyrk(1.0, phi.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
         else:
             gram += phi.T @ phi
-        rhs += phi.T @ y[start:start + phi.shape[0]]
+        rhs += phi.T @ y[start : start + phi.shape[0]]
     if cpu:
         gram = _symmetrize_upper(gram)
     return gram, rhs
 
 
-def predict_features(fmap: "FeatureMap", coef: Any, x: Any, *,
-                     batch_size: int | None = None) -> np.ndarray:
+def predict_features(
+    fmap: "FeatureMap", coef: Any, x: Any, *, batch_size: int | None = None
+) -> np.ndarray:
     """:math:`\\Phi(x)\\,W` block by block, without holding :math:`\\Phi(x)`.
 
     Args:
@@ -985,19 +1059,24 @@ def predict_features(fmap: "FeatureMap", coef: Any, x: Any, *,
     """
     coef = np.asarray(coef, dtype=np.float64)
     if coef.ndim != 2 or coef.shape[0] != fmap.dim:
-        raise ValueError(f"coef must have shape ({fmap.dim}, C) (the map's dim), "
-                         f"got {coef.shape}")
+        raise ValueError(f"coef must have shape ({fmap.dim}, C) (the map's dim), got {coef.shape}")
     x = _check_inputs(x, fmap.in_dim)
     out = np.empty((x.shape[0], coef.shape[1]))
     for start, phi in _feature_blocks(fmap, x, batch_size):
-        out[start:start + phi.shape[0]] = phi @ coef
+        out[start : start + phi.shape[0]] = phi @ coef
     return out
 
 
-def ridge_select_streaming(fmap: "FeatureMap", x_train: Any, y_train: Any, x_val: Any,
-                           labels_val: Any,
-                           ridges: Any = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), *,
-                           batch_size: int | None = None) -> RidgeFit:
+def ridge_select_streaming(
+    fmap: "FeatureMap",
+    x_train: Any,
+    y_train: Any,
+    x_val: Any,
+    labels_val: Any,
+    ridges: Any = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+    *,
+    batch_size: int | None = None,
+) -> RidgeFit:
     """:func:`ridge_select` on the features of ``fmap``, computed block by block.
 
     The same problem and result as ``ridge_select(fmap(x_train), y_train, fmap(x_val),
@@ -1032,7 +1111,7 @@ def ridge_select_streaming(fmap: "FeatureMap", x_train: Any, y_train: Any, x_val
     if n < m:  # dual, as in ridge_select
         phi = np.empty((n, m))
         for start, block in _feature_blocks(fmap, x_train, batch_size):
-            phi[start:start + block.shape[0]] = block
+            phi[start : start + block.shape[0]] = block
         if jax.default_backend() == "cpu":
             from scipy.linalg.blas import dsyrk
 
@@ -1049,13 +1128,18 @@ def ridge_select_streaming(fmap: "FeatureMap", x_train: Any, y_train: Any, x_val
         del gram
     pred = predict_features(fmap, np.concatenate(ws, axis=1), x_val, batch_size=batch_size)
     c = y.shape[1]
-    acc = np.array([_accuracy(pred[:, i * c:(i + 1) * c], labels_val) for i in range(len(ws))])
+    acc = np.array([_accuracy(pred[:, i * c : (i + 1) * c], labels_val) for i in range(len(ws))])
     best = int(np.argmax(acc))
     return RidgeFit(float(ridges[best]), ridges, acc, ws[best], False)
 
 
-def kernel_ridge_select(k_train: Any, y_train: Any, k_val_train: Any, labels_val: Any,
-                        ridges: Any = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)) -> RidgeFit:
+def kernel_ridge_select(
+    k_train: Any,
+    y_train: Any,
+    k_val_train: Any,
+    labels_val: Any,
+    ridges: Any = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+) -> RidgeFit:
     """Exact kernel ridge regression, regularization chosen by validation accuracy.
 
     Solves :math:`(K + \\lambda I)\\,\\alpha = Y` with :math:`\\lambda = r\\,\\mathrm{tr}(K)/N`,
@@ -1075,10 +1159,11 @@ def kernel_ridge_select(k_train: Any, y_train: Any, k_val_train: Any, labels_val
     k_val_train = np.asarray(k_val_train, dtype=np.float64)
     n = k_train.shape[0]
     if k_train.shape != (n, n) or k_val_train.ndim != 2 or k_val_train.shape[1] != n:
-        raise ValueError("k_train must be (N, N) and k_val_train (N_val, N), got "
-                         f"{k_train.shape} and {k_val_train.shape}")
-    y, labels_val, ridges = _check_ridge_args(y_train, labels_val, ridges, n,
-                                              k_val_train.shape[0])
+        raise ValueError(
+            "k_train must be (N, N) and k_val_train (N_val, N), got "
+            f"{k_train.shape} and {k_val_train.shape}"
+        )
+    y, labels_val, ridges = _check_ridge_args(y_train, labels_val, ridges, n, k_val_train.shape[0])
     scale = np.trace(k_train) / n
     alphas = _solve_all(k_train, y, ridges * scale)
     acc = np.array([_accuracy(k_val_train @ a, labels_val) for a in alphas])
@@ -1089,6 +1174,7 @@ def kernel_ridge_select(k_train: Any, y_train: Any, k_val_train: Any, labels_val
 # --------------------------------------------------------------------------------------------
 # measuring time and memory
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -1139,4 +1225,4 @@ def measure(fn: Callable[[], Any], *, interval_s: float = 0.005) -> tuple[Any, M
         thread.join()
     peak[0] = max(peak[0], proc.memory_info().rss)
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    return out, Measurement(wall, cpu, (peak[0] - base) / 2 ** 20)
+    return out, Measurement(wall, cpu, (peak[0] - base) / 2**20)

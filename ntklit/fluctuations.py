@@ -63,9 +63,22 @@ import numpy as np
 
 from . import _validate
 
-__all__ = ["ACTIVATIONS", "INITS", "Ensemble", "sample_weight", "network_weights", "ensemble",
-           "q_ensemble", "normalized_variance", "bootstrap", "gaussian_moments", "kernel_recursion",
-           "q_variance_prediction", "ASYMPTOTIC_SLOPES", "fit_slope"]
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "Ensemble",
+    "sample_weight",
+    "network_weights",
+    "ensemble",
+    "q_ensemble",
+    "normalized_variance",
+    "bootstrap",
+    "gaussian_moments",
+    "kernel_recursion",
+    "q_variance_prediction",
+    "ASYMPTOTIC_SLOPES",
+    "fit_slope",
+]
 
 #: Activations supported by the ensemble code and the effective theory.
 ACTIVATIONS = ("tanh", "relu", "linear")
@@ -95,6 +108,7 @@ def _dphi(activation: str) -> Callable:
 # weights
 # ---------------------------------------------------------------------------------------------
 
+
 def _check_key_and_inputs(key, x) -> jnp.ndarray:
     """Validate an ensemble's key and its ``(P, n_0)`` float inputs; returns ``x`` as an array."""
     _validate.prng_key(key)
@@ -106,8 +120,9 @@ def _check_key_and_inputs(key, x) -> jnp.ndarray:
     return x
 
 
-def sample_weight(key: jax.Array, shape: Sequence[int], init: str = "gaussian",
-                  dtype=jnp.float32) -> jax.Array:
+def sample_weight(
+    key: jax.Array, shape: Sequence[int], init: str = "gaussian", dtype=jnp.float32
+) -> jax.Array:
     """One weight matrix with unit-second-moment entries.
 
     Args:
@@ -116,8 +131,9 @@ def sample_weight(key: jax.Array, shape: Sequence[int], init: str = "gaussian",
       init: ``"gaussian"`` (i.i.d. :math:`\\mathcal N(0,1)`) or ``"orthogonal"``:
         :math:`W = \\sqrt{m}\\, Q`, :math:`m = \\max(n_\\text{out}, n_\\text{in})`, with
         :math:`Q` the first columns (or, transposed, rows) of a Haar orthogonal matrix, from the
-        reduced QR of a Gaussian matrix with :math:`\\mathrm{diag}\\,R > 0` (arXiv:math-ph/0609050).
-        For :math:`n_\\text{out} \\ge n_\\text{in}`, :math:`W^\\top W = n_\\text{out} I`.
+        reduced QR of a Gaussian matrix with :math:`\\mathrm{diag}\\,R > 0`
+        (arXiv:math-ph/0609050). For :math:`n_\\text{out} \\ge n_\\text{in}`,
+        :math:`W^\\top W = n_\\text{out} I`.
       dtype: floating dtype.
 
     Returns:
@@ -163,8 +179,11 @@ def _layer_params(key, index, layer, shape, orth, dtype, with_bias):
     """Weight (and bias) of hidden layer ``layer`` (1-based) of network ``index``."""
     kw, kb, _ = _network_keys(key, index)
     w = _weight(jax.random.fold_in(kw, layer), shape, orth, dtype)
-    b = (jax.random.normal(jax.random.fold_in(kb, layer), (shape[0],), dtype) if with_bias
-         else jnp.zeros((shape[0],), dtype))
+    b = (
+        jax.random.normal(jax.random.fold_in(kb, layer), (shape[0],), dtype)
+        if with_bias
+        else jnp.zeros((shape[0],), dtype)
+    )
     return w, b
 
 
@@ -173,14 +192,26 @@ def _readout_params(key, index, depth, width, orth, dtype, with_bias):
     _, _, kr = _network_keys(key, index)
     kd = jax.random.fold_in(kr, depth)
     u = _weight(jax.random.fold_in(kd, 0), (1, width), orth, dtype)[0]
-    b = jax.random.normal(jax.random.fold_in(kd, 1), (), dtype) if with_bias else jnp.zeros(
-        (), dtype)
+    b = (
+        jax.random.normal(jax.random.fold_in(kd, 1), (), dtype)
+        if with_bias
+        else jnp.zeros((), dtype)
+    )
     return u, b
 
 
-def network_weights(key: jax.Array, index: int, *, depth: int, width: int, n_in: int,
-                    readout_depth: int | None = None, init: str = "gaussian",
-                    dtype=jnp.float32, bias: bool = False) -> list[tuple[jax.Array, jax.Array]]:
+def network_weights(
+    key: jax.Array,
+    index: int,
+    *,
+    depth: int,
+    width: int,
+    n_in: int,
+    readout_depth: int | None = None,
+    init: str = "gaussian",
+    dtype=jnp.float32,
+    bias: bool = False,
+) -> list[tuple[jax.Array, jax.Array]]:
     """The parameters of network ``index`` of an :func:`ensemble`, one network at a time.
 
     Used as the plain reference loop in the tests and to hand a member of the ensemble to other
@@ -211,8 +242,7 @@ def network_weights(key: jax.Array, index: int, *, depth: int, width: int, n_in:
         out.append(_layer_params(key, index, l, shape, init == "orthogonal", dtype, bias))
     if readout_depth is not None:
         readout_depth = _validate.integer("readout_depth", readout_depth, minimum=1)
-        u, b = _readout_params(key, index, readout_depth, width, init == "orthogonal", dtype,
-                               bias)
+        u, b = _readout_params(key, index, readout_depth, width, init == "orthogonal", dtype, bias)
         out.append((u[None, :], b[None]))
     return out
 
@@ -220,6 +250,7 @@ def network_weights(key: jax.Array, index: int, *, depth: int, width: int, n_in:
 # ---------------------------------------------------------------------------------------------
 # the vectorized ensemble
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Ensemble:
@@ -244,8 +275,10 @@ class Ensemble:
     width: int
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "width", "activation", "ntk_depths",
-                                              "W_std", "b_std", "store"))
+@functools.partial(
+    jax.jit,
+    static_argnames=("depth", "width", "activation", "ntk_depths", "W_std", "b_std", "store"),
+)
 def _chunk(key, indices, x, orth, *, depth, width, activation, ntk_depths, W_std, b_std, store):
     # orth is traced: the Gaussian and orthogonal ensembles share one compiled program
     dtype = x.dtype
@@ -256,8 +289,7 @@ def _chunk(key, indices, x, orth, *, depth, width, activation, ntk_depths, W_std
     ah = W_std / math.sqrt(width)
 
     def params(l, shape):
-        return jax.vmap(lambda i: _layer_params(key, i, l, shape, orth, dtype, with_bias))(
-            indices)
+        return jax.vmap(lambda i: _layer_params(key, i, l, shape, orth, dtype, with_bias))(indices)
 
     def gram(v):  # (C, P, n) -> (C, P, P)
         return jnp.einsum("cpi,cqi->cpq", v, v)
@@ -274,21 +306,24 @@ def _chunk(key, indices, x, orth, *, depth, width, activation, ntk_depths, W_std
         return z_new, (z_new, gram(a), W if (store and ntk_depths) else None)
 
     _, (zs, act_grams, Ws) = jax.lax.scan(fwd, z1, jnp.arange(2, depth + 1))
-    zs = jnp.concatenate([z1[None], zs], axis=0)           # (L, C, P, n): z^(1..L)
-    q = jnp.einsum("lcpi,lcqi->lcpq", zs, zs) / width       # (L, C, P, P)
+    zs = jnp.concatenate([z1[None], zs], axis=0)  # (L, C, P, n): z^(1..L)
+    q = jnp.einsum("lcpi,lcqi->lcpq", zs, zs) / width  # (L, C, P, P)
     if not ntk_depths:
         return q, None, None
     # A_l = alpha_l^2 <a^(l-1), a^(l-1)> + b_std^2, l = 1..L
-    A = jnp.concatenate([a1 ** 2 * in_gram[None], ah ** 2 * act_grams], axis=0) + b_std ** 2
+    A = jnp.concatenate([a1**2 * in_gram[None], ah**2 * act_grams], axis=0) + b_std**2
     Ds = jnp.asarray(ntk_depths)
     last_act_gram = jnp.einsum("scpi,scqi->scpq", phi(zs[Ds - 1]), phi(zs[Ds - 1]))
-    nngp = ah ** 2 * last_act_gram + b_std ** 2             # (S, C, P, P)
-    U = jax.vmap(lambda D: jax.vmap(
-        lambda i: _readout_params(key, i, D, width, orth, dtype, with_bias)[0])(indices))(Ds)
-    U = jnp.transpose(U, (1, 0, 2))                          # (C, S, n)
+    nngp = ah**2 * last_act_gram + b_std**2  # (S, C, P, P)
+    U = jax.vmap(
+        lambda D: jax.vmap(lambda i: _readout_params(key, i, D, width, orth, dtype, with_bias)[0])(
+            indices
+        )
+    )(Ds)
+    U = jnp.transpose(U, (1, 0, 2))  # (C, S, n)
 
     def back_step(carry, l):
-        c, theta = carry                                     # c: (C, S, P, n)
+        c, theta = carry  # c: (C, S, P, n)
         z = zs[l - 1]
         inject = (Ds == l).astype(dtype)[None, :, None, None] * (ah * U[:, :, None, :])
         c = c + inject
@@ -322,14 +357,25 @@ def _store_budget() -> int:
     except Exception:  # noqa: BLE001  (backends without memory statistics)
         stats = {}
     limit = stats.get("bytes_limit")
-    return max(2 ** 30, int(limit) // 4) if limit else 2 ** 30
+    return max(2**30, int(limit) // 4) if limit else 2**30
 
 
-def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
-             activation: str = "tanh", W_std: float = 1.0, b_std: float = 0.0,
-             init: str = "gaussian", ntk_depths: Sequence[int] = (),
-             chunk_size: int | None = None, store_weights: bool | None = None,
-             progress: bool = False) -> Ensemble:
+def ensemble(
+    key: jax.Array,
+    x,
+    *,
+    depth: int,
+    width: int,
+    n_networks: int,
+    activation: str = "tanh",
+    W_std: float = 1.0,
+    b_std: float = 0.0,
+    init: str = "gaussian",
+    ntk_depths: Sequence[int] = (),
+    chunk_size: int | None = None,
+    store_weights: bool | None = None,
+    progress: bool = False,
+) -> Ensemble:
     """Propagate an ensemble of deep MLPs and record preactivation Grams and the NTK.
 
     Exact for every network (no sampling beyond the weights); see the module docstring for the
@@ -373,46 +419,64 @@ def ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
     W_std = _validate.real("W_std", W_std, positive=True)
     b_std = _validate.real("b_std", b_std, positive=False)
     if isinstance(ntk_depths, (str, bytes)) or not (
-            isinstance(ntk_depths, Sequence)
-            or (isinstance(ntk_depths, np.ndarray) and ntk_depths.ndim == 1)):
-        raise ValueError(f"ntk_depths must be a sequence of ints in [1, depth={depth}], got "
-                         f"{ntk_depths!r}")
-    ds = [_validate.integer(f"ntk_depths[{i}]", d, minimum=1, maximum=depth)
-          for i, d in enumerate(ntk_depths)]
+        isinstance(ntk_depths, Sequence)
+        or (isinstance(ntk_depths, np.ndarray) and ntk_depths.ndim == 1)
+    ):
+        raise ValueError(
+            f"ntk_depths must be a sequence of ints in [1, depth={depth}], got {ntk_depths!r}"
+        )
+    ds = [
+        _validate.integer(f"ntk_depths[{i}]", d, minimum=1, maximum=depth)
+        for i, d in enumerate(ntk_depths)
+    ]
     if len(set(ds)) != len(ds):
         raise ValueError(f"ntk_depths must not repeat, got {ds}")
-    chunk_size = min(n_networks, 256) if chunk_size is None else _validate.integer(
-        "chunk_size", chunk_size)
+    chunk_size = (
+        min(n_networks, 256) if chunk_size is None else _validate.integer("chunk_size", chunk_size)
+    )
     if store_weights is None:
-        store_weights = chunk_size * depth * width ** 2 * x.dtype.itemsize <= _store_budget()
+        store_weights = chunk_size * depth * width**2 * x.dtype.itemsize <= _store_budget()
     starts = range(0, n_networks, chunk_size)
     if progress:
         from tqdm.auto import tqdm
+
         starts = tqdm(starts, desc=f"{init} n={width} L={depth}", leave=False)
     qs, ntks, nngps = [], [], []
     for s in starts:
         idx = jnp.arange(s, min(s + chunk_size, n_networks))
         if idx.shape[0] < chunk_size:  # pad the last chunk: one compiled shape
             idx = jnp.concatenate([idx, jnp.full((chunk_size - idx.shape[0],), idx[-1])])
-        q, th, ng = _chunk(key, idx, x, jnp.asarray(init == "orthogonal"), depth=depth,
-                           width=width, activation=activation, ntk_depths=tuple(ds),
-                           W_std=W_std, b_std=b_std,
-                           store=bool(store_weights))
+        q, th, ng = _chunk(
+            key,
+            idx,
+            x,
+            jnp.asarray(init == "orthogonal"),
+            depth=depth,
+            width=width,
+            activation=activation,
+            ntk_depths=tuple(ds),
+            W_std=W_std,
+            b_std=b_std,
+            store=bool(store_weights),
+        )
         m = min(chunk_size, n_networks - s)
         qs.append(np.asarray(q[:, :m]))
         if ds:
             ntks.append(np.asarray(th[:, :m]))
             nngps.append(np.asarray(ng[:, :m]))
-    return Ensemble(q=np.concatenate(qs, axis=1),
-                    ntk=np.concatenate(ntks, axis=1) if ds else None,
-                    nngp=np.concatenate(nngps, axis=1) if ds else None,
-                    ntk_depths=tuple(ds), width=width)
+    return Ensemble(
+        q=np.concatenate(qs, axis=1),
+        ntk=np.concatenate(ntks, axis=1) if ds else None,
+        nngp=np.concatenate(nngps, axis=1) if ds else None,
+        ntk_depths=tuple(ds),
+        width=width,
+    )
 
 
 def _gaussian_layer(key, a, n_out, alpha, b_std):
     """Exact-in-law preactivations of a fresh Gaussian layer: ``(P, n_in) -> (P, n_out)``."""
     kz, kb = jax.random.split(key)
-    G = alpha ** 2 * (a @ a.T)
+    G = alpha**2 * (a @ a.T)
     lam, U = jnp.linalg.eigh(G)
     root = U * jnp.sqrt(jnp.clip(lam, 0.0, None))[None, :]
     z = root @ jax.random.normal(kz, (a.shape[0], n_out), a.dtype)
@@ -461,6 +525,7 @@ def _single_input_layer(key, a, n_out, alpha, b_std, orth):
 def _q_chunk_single(key, indices, x, orth, act, W_std, b_std, *, depth, width):
     """:func:`_q_chunk` for one input; init, activation and scales are traced (one compile per
     ``(depth, width)``, shared by the Gaussian/orthogonal and tanh/ReLU/linear ensembles)."""
+
     def phi(z):
         return jax.lax.switch(act, [_phi(a) for a in ACTIVATIONS], z)
 
@@ -472,8 +537,7 @@ def _q_chunk_single(key, indices, x, orth, act, W_std, b_std, *, depth, width):
         z1 = _single_input_layer(jax.random.fold_in(kn, 1), x, width, a1, b_std, orth)
 
         def step(z, l):
-            z_new = _single_input_layer(jax.random.fold_in(kn, l), phi(z), width, ah, b_std,
-                                        orth)
+            z_new = _single_input_layer(jax.random.fold_in(kn, l), phi(z), width, ah, b_std, orth)
             return z_new, z_new @ z_new.T / width
 
         _, qs = jax.lax.scan(step, z1, jnp.arange(2, depth + 1))
@@ -482,8 +546,9 @@ def _q_chunk_single(key, indices, x, orth, act, W_std, b_std, *, depth, width):
     return jnp.transpose(jax.vmap(one)(indices), (1, 0, 2, 3))
 
 
-@functools.partial(jax.jit, static_argnames=("depth", "width", "activation", "init", "W_std",
-                                              "b_std"))
+@functools.partial(
+    jax.jit, static_argnames=("depth", "width", "activation", "init", "W_std", "b_std")
+)
 def _q_chunk(key, indices, x, *, depth, width, activation, init, W_std, b_std):
     phi = _phi(activation)
     layer = _gaussian_layer if init == "gaussian" else _orthogonal_layer
@@ -504,10 +569,20 @@ def _q_chunk(key, indices, x, *, depth, width, activation, init, W_std, b_std):
     return jnp.transpose(jax.vmap(one)(indices), (1, 0, 2, 3))
 
 
-def q_ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
-               activation: str = "tanh", W_std: float = 1.0, b_std: float = 0.0,
-               init: str = "gaussian", chunk_size: int | None = None,
-               progress: bool = False) -> np.ndarray:
+def q_ensemble(
+    key: jax.Array,
+    x,
+    *,
+    depth: int,
+    width: int,
+    n_networks: int,
+    activation: str = "tanh",
+    W_std: float = 1.0,
+    b_std: float = 0.0,
+    init: str = "gaussian",
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Preactivation Grams of an ensemble, sampled layer by layer in :math:`O(L n P^2)`.
 
     Exact in law, without weight matrices: a fresh layer acts on the fixed activations
@@ -542,18 +617,24 @@ def q_ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
     depth = _validate.integer("depth", depth, minimum=1)
     width = _validate.integer("width", width, minimum=1)
     if x.shape[0] > width:
-        raise ValueError(f"q_ensemble needs P <= width, got P={x.shape[0]} inputs and "
-                         f"width={width}; use ensemble()")
+        raise ValueError(
+            f"q_ensemble needs P <= width, got P={x.shape[0]} inputs and "
+            f"width={width}; use ensemble()"
+        )
     n_networks = _validate.integer("n_networks", n_networks, minimum=2)
     activation = _validate.choice("activation", activation, ACTIVATIONS)
     init = _validate.choice("init", init, INITS)
     W_std = _validate.real("W_std", W_std, positive=True)
     b_std = _validate.real("b_std", b_std, positive=False)
-    chunk_size = min(n_networks, 4096) if chunk_size is None else _validate.integer(
-        "chunk_size", chunk_size)
+    chunk_size = (
+        min(n_networks, 4096)
+        if chunk_size is None
+        else _validate.integer("chunk_size", chunk_size)
+    )
     starts = range(0, n_networks, chunk_size)
     if progress:
         from tqdm.auto import tqdm
+
         starts = tqdm(starts, desc=f"q {init} n={width} L={depth}", leave=False)
     out = []
     for s in starts:
@@ -562,13 +643,29 @@ def q_ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
         if m < chunk_size:
             idx = jnp.concatenate([idx, jnp.full((chunk_size - m,), idx[-1])])
         if x.shape[0] == 1:
-            q = _q_chunk_single(key, idx, x, jnp.asarray(init == "orthogonal"),
-                                jnp.asarray(ACTIVATIONS.index(activation), jnp.int32),
-                                jnp.asarray(W_std, x.dtype), jnp.asarray(b_std, x.dtype),
-                                depth=depth, width=width)
+            q = _q_chunk_single(
+                key,
+                idx,
+                x,
+                jnp.asarray(init == "orthogonal"),
+                jnp.asarray(ACTIVATIONS.index(activation), jnp.int32),
+                jnp.asarray(W_std, x.dtype),
+                jnp.asarray(b_std, x.dtype),
+                depth=depth,
+                width=width,
+            )
         else:
-            q = _q_chunk(key, idx, x, depth=depth, width=width, activation=activation,
-                         init=init, W_std=W_std, b_std=b_std)
+            q = _q_chunk(
+                key,
+                idx,
+                x,
+                depth=depth,
+                width=width,
+                activation=activation,
+                init=init,
+                W_std=W_std,
+                b_std=b_std,
+            )
         out.append(np.asarray(q[:, :m]))
     return np.concatenate(out, axis=1)
 
@@ -576,6 +673,7 @@ def q_ensemble(key: jax.Array, x, *, depth: int, width: int, n_networks: int,
 # ---------------------------------------------------------------------------------------------
 # statistics
 # ---------------------------------------------------------------------------------------------
+
 
 def normalized_variance(samples, axis: int = 0) -> np.ndarray:
     """:math:`\\mathrm{Var}[s] / \\mathbb E[s]^2` over ``axis`` (unbiased variance, ddof = 1).
@@ -590,13 +688,20 @@ def normalized_variance(samples, axis: int = 0) -> np.ndarray:
     """
     s = np.asarray(samples, dtype=np.float64)
     if s.ndim == 0 or s.shape[axis] < 2:
-        raise ValueError(f"samples must have at least 2 entries along axis {axis}, got shape "
-                         f"{s.shape}")
+        raise ValueError(
+            f"samples must have at least 2 entries along axis {axis}, got shape {s.shape}"
+        )
     return s.var(axis=axis, ddof=1) / s.mean(axis=axis) ** 2
 
 
-def bootstrap(fn: Callable[[np.ndarray], np.ndarray], samples, *, n_boot: int = 200,
-              seed: int = 0, axis: int = 0) -> np.ndarray:
+def bootstrap(
+    fn: Callable[[np.ndarray], np.ndarray],
+    samples,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    axis: int = 0,
+) -> np.ndarray:
     """Bootstrap replicates of a statistic, resampling the ensemble axis with replacement.
 
     All other axes (e.g. layers, inputs) are resampled jointly, so correlations between depths
@@ -618,8 +723,9 @@ def bootstrap(fn: Callable[[np.ndarray], np.ndarray], samples, *, n_boot: int = 
     s = np.asarray(samples)
     rng = np.random.default_rng(seed)
     b = s.shape[axis]
-    return np.stack([np.asarray(fn(np.take(s, rng.integers(0, b, b), axis=axis)))
-                     for _ in range(n_boot)])
+    return np.stack(
+        [np.asarray(fn(np.take(s, rng.integers(0, b, b), axis=axis))) for _ in range(n_boot)]
+    )
 
 
 def fit_slope(x, y) -> float:
@@ -645,12 +751,13 @@ _GH_DEG = 160
 
 @functools.lru_cache(maxsize=4)
 def _gauss_hermite(deg: int):
-    t, w = np.polynomial.hermite_e.hermegauss(deg)   # weight exp(-t^2/2)
+    t, w = np.polynomial.hermite_e.hermegauss(deg)  # weight exp(-t^2/2)
     return t, w / np.sqrt(2 * np.pi)
 
 
-def gaussian_moments(activation: str, K: float, *, deg: int = _GH_DEG) -> tuple[float, float,
-                                                                                float]:
+def gaussian_moments(
+    activation: str, K: float, *, deg: int = _GH_DEG
+) -> tuple[float, float, float]:
     """Gaussian expectations that drive the kernel and four-point-vertex recursions.
 
     Args:
@@ -667,20 +774,21 @@ def gaussian_moments(activation: str, K: float, *, deg: int = _GH_DEG) -> tuple[
     K = _validate.real("K", K, positive=True)
     deg = _validate.integer("deg", deg, minimum=2)
     if activation == "linear":
-        return K, 3 * K ** 2, 1.0
+        return K, 3 * K**2, 1.0
     if activation == "relu":
-        return K / 2, 3 * K ** 2 / 2, 0.5
+        return K / 2, 3 * K**2 / 2, 0.5
     t, w = _gauss_hermite(deg)
     z = np.sqrt(K) * t
     p2 = np.tanh(z) ** 2
     m2 = float(w @ p2)
-    m4 = float(w @ p2 ** 2)
-    dm2 = float(w @ (p2 * (z ** 2 - K))) / (2 * K ** 2)
+    m4 = float(w @ p2**2)
+    dm2 = float(w @ (p2 * (z**2 - K))) / (2 * K**2)
     return m2, m4, dm2
 
 
-def kernel_recursion(activation: str, depth: int, *, W_std: float = 1.0, b_std: float = 0.0,
-                     K1: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def kernel_recursion(
+    activation: str, depth: int, *, W_std: float = 1.0, b_std: float = 0.0, K1: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Leading-order single-input kernel and four-point vertex of Gaussian MLPs, layer by layer.
 
     .. math:: K^{(l+1)} &= C_b + C_W m_2(K^{(l)}), \\\\
@@ -711,12 +819,13 @@ def kernel_recursion(activation: str, depth: int, *, W_std: float = 1.0, b_std: 
     for l in range(1, depth):
         m2, m4, dm2 = gaussian_moments(activation, K[l - 1])
         K[l] = cb + cw * m2
-        V[l] = cw ** 2 * (m4 - m2 ** 2) + (cw * dm2) ** 2 * V[l - 1]
+        V[l] = cw**2 * (m4 - m2**2) + (cw * dm2) ** 2 * V[l - 1]
     return K, V
 
 
-def q_variance_prediction(activation: str, depth: int, *, W_std: float = 1.0,
-                          b_std: float = 0.0, K1: float = 1.0) -> np.ndarray:
+def q_variance_prediction(
+    activation: str, depth: int, *, W_std: float = 1.0, b_std: float = 0.0, K1: float = 1.0
+) -> np.ndarray:
     """Effective-theory prediction of :math:`n\\,\\mathrm{Var}[q^{(l)}]/\\mathbb E[q^{(l)}]^2`.
 
     For Gaussian weights, conditionally on layer :math:`l-1` the :math:`z^{(l)}_i` are i.i.d.
@@ -733,4 +842,4 @@ def q_variance_prediction(activation: str, depth: int, *, W_std: float = 1.0,
       ``(depth,)`` array for layers ``1..depth``.
     """
     K, V = kernel_recursion(activation, depth, W_std=W_std, b_std=b_std, K1=K1)
-    return 2.0 + V / K ** 2
+    return 2.0 + V / K**2

@@ -6,10 +6,10 @@ All samplers follow neural-tangents' **NTK parameterization**: a ``stax.Dense`` 
    \\qquad W_{ij} \\sim \\mathcal N(0, 1),
 
 and a ``stax.Conv`` layer with an ``filter_shape + (c_in, c_out)`` (HWIO) kernel divides by
-:math:`\\sqrt{c_\\text{in} \\prod \\text{filter\\_shape}}` instead. The weights themselves therefore
-have unit-variance entries, and the orthogonal samplers here are scaled so that their entries
-have unit second moment too: a semi-orthogonal :math:`(n_\\text{in}, n_\\text{out})` matrix is
-multiplied by :math:`\\sqrt{\\max(n_\\text{in}, n_\\text{out})}`.
+:math:`\\sqrt{c_\\text{in} \\prod \\text{filter\\_shape}}` instead. The weights themselves
+therefore have unit-variance entries, and the orthogonal samplers here are scaled so that their
+entries have unit second moment too: a semi-orthogonal :math:`(n_\\text{in}, n_\\text{out})`
+matrix is multiplied by :math:`\\sqrt{\\max(n_\\text{in}, n_\\text{out})}`.
 
 Functions:
 
@@ -35,8 +35,15 @@ import numpy as np
 
 from . import _validate
 
-__all__ = ["haar_orthogonal", "orthogonal", "delta_orthogonal", "gaussian",
-           "orthogonalize_params", "CONV_MODES", "PARAMETERIZATIONS"]
+__all__ = [
+    "haar_orthogonal",
+    "orthogonal",
+    "delta_orthogonal",
+    "gaussian",
+    "orthogonalize_params",
+    "CONV_MODES",
+    "PARAMETERIZATIONS",
+]
 
 #: Allowed values of ``orthogonalize_params(conv=...)``.
 CONV_MODES = ("delta", "orthogonal")
@@ -46,14 +53,15 @@ PARAMETERIZATIONS = ("ntk", "standard")
 
 def _check_shape(name: str, shape, min_ndim: int, max_ndim: int | None = None) -> tuple:
     if not isinstance(shape, (tuple, list)):
-        raise ValueError(f"{name} must be a tuple of positive ints, got {shape!r} "
-                         f"({type(shape).__name__})")
+        raise ValueError(
+            f"{name} must be a tuple of positive ints, got {shape!r} ({type(shape).__name__})"
+        )
     shape = tuple(shape)
     if len(shape) < min_ndim or (max_ndim is not None and len(shape) > max_ndim):
-        allowed = (f"exactly {min_ndim}" if max_ndim == min_ndim
-                   else f"at least {min_ndim}")
-        raise ValueError(f"{name} must have {allowed} entries, got {shape!r} "
-                         f"({len(shape)} entries)")
+        allowed = f"exactly {min_ndim}" if max_ndim == min_ndim else f"at least {min_ndim}"
+        raise ValueError(
+            f"{name} must have {allowed} entries, got {shape!r} ({len(shape)} entries)"
+        )
     for i, s in enumerate(shape):
         _validate.integer(f"{name}[{i}]", s)
     return tuple(int(s) for s in shape)
@@ -63,8 +71,9 @@ def _check_float_dtype(dtype) -> jnp.dtype:
     try:
         dt = jnp.dtype(dtype)
     except TypeError as e:
-        raise ValueError(f"dtype must be a floating dtype (float32 or float64), got "
-                         f"{dtype!r}") from e
+        raise ValueError(
+            f"dtype must be a floating dtype (float32 or float64), got {dtype!r}"
+        ) from e
     if not jnp.issubdtype(dt, jnp.floating):
         raise ValueError(f"dtype must be a floating dtype (float32 or float64), got {dt}")
     return dt
@@ -78,14 +87,15 @@ def _haar_frame(key, m: int, r: int, dt) -> jax.Array:
     return q * jnp.where(d < 0, -1.0, 1.0).astype(dt)[None, :]
 
 
-def haar_orthogonal(key: jax.Array, n: int, dtype=jnp.float32, *,
-                    sign_correction: bool = True) -> jax.Array:
+def haar_orthogonal(
+    key: jax.Array, n: int, dtype=jnp.float32, *, sign_correction: bool = True
+) -> jax.Array:
     """A Haar-distributed (uniform) random orthogonal matrix of :math:`O(n)`.
 
     Draws :math:`G` with i.i.d. :math:`\\mathcal N(0, 1)` entries, takes its QR decomposition
-    :math:`G = QR` and returns :math:`Q\\, \\mathrm{diag}(\\mathrm{sign}\\, R_{ii})` (Mezzadri 2007,
-    arXiv:math-ph/0609050). The sign correction makes :math:`R` have a positive diagonal, which
-    makes the decomposition unique; then :math:`Q` inherits the invariance
+    :math:`G = QR` and returns :math:`Q\\, \\mathrm{diag}(\\mathrm{sign}\\, R_{ii})`
+    (Mezzadri 2007, arXiv:math-ph/0609050). The sign correction makes :math:`R` have a positive
+    diagonal, which makes the decomposition unique; then :math:`Q` inherits the invariance
     :math:`G \\mapsto UG` of the Gaussian law and is Haar. Without it the law of :math:`Q` depends
     on the QR routine's sign convention: with LAPACK's Householder convention (JAX on CPU) every
     raw :math:`Q` has :math:`Q_{11} < 0` and :math:`\\det Q = (-1)^{n-1}`, which is not Haar.
@@ -121,7 +131,8 @@ def orthogonal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.A
 
     For ``shape = (n_in, n_out)`` returns
 
-    .. math:: W = \\sqrt{\\max(n_\\text{in}, n_\\text{out})}\\; O_{[:n_\\text{in}, :n_\\text{out}]},
+    .. math:: W = \\sqrt{\\max(n_\\text{in}, n_\\text{out})}\\;
+              O_{[:n_\\text{in}, :n_\\text{out}]},
 
     with :math:`O` Haar on :math:`O(\\max(n_\\text{in}, n_\\text{out}))` (sampled as the
     sign-corrected reduced QR factor of a Gaussian :math:`\\max \\times \\min` matrix, which
@@ -130,8 +141,8 @@ def orthogonal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.A
     n_\\text{out} I`; otherwise the columns are, :math:`W^\\top W = n_\\text{in} I`. Every entry
     has :math:`\\mathbb E W_{ij}^2 = 1` like the Gaussian default, and for
     :math:`n_\\text{in} \\le n_\\text{out}` the Dense layer maps
-    :math:`\\|z\\|^2 = W_\\text{std}^2 \\frac{n_\\text{out}}{n_\\text{in}} \\|x\\|^2` exactly (b = 0),
-    the value the Gaussian layer has in expectation (Saxe et al. 2014, arXiv:1312.6120).
+    :math:`\\|z\\|^2 = W_\\text{std}^2 \\frac{n_\\text{out}}{n_\\text{in}} \\|x\\|^2` exactly
+    (b = 0), the value the Gaussian layer has in expectation (Saxe et al. 2014, arXiv:1312.6120).
 
     Args:
       key: a JAX PRNG key.
@@ -162,8 +173,8 @@ def delta_orthogonal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) ->
     spatial dimensions). The kernel is zero except at the spatial centre tap
     ``filter_shape[i] // 2``, which holds
 
-    .. math:: W_\\text{centre} = \\sqrt{k}\\,\\sqrt{\\max(c_\\text{in}, c_\\text{out})}\\; O_{[:c_\\text{in},
-       :c_\\text{out}]}, \\qquad k = \\prod \\text{filter\\_shape},
+    .. math:: W_\\text{centre} = \\sqrt{k}\\,\\sqrt{\\max(c_\\text{in}, c_\\text{out})}\\;
+              O_{[:c_\\text{in}, :c_\\text{out}]}, \\qquad k = \\prod \\text{filter\\_shape},
 
     with :math:`O` Haar-orthogonal, i.e. :math:`\\sqrt{k}` times :func:`orthogonal`.
 
@@ -228,6 +239,7 @@ def gaussian(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Arr
 # ----------------------------------------------------------------------------------------------
 # orthogonalizing stax parameters
 
+
 def _is_array(x) -> bool:
     return isinstance(x, (jax.Array, np.ndarray))
 
@@ -246,8 +258,13 @@ def _is_bias_for(b, w) -> bool:
 
 def _is_layer(node) -> bool:
     """A stax Dense/Conv parameter pair ``(W, b)``: W an array with ndim >= 2, b bias or None."""
-    return (isinstance(node, tuple) and len(node) == 2 and _is_array(node[0])
-            and node[0].ndim >= 2 and _is_bias_for(node[1], node[0]))
+    return (
+        isinstance(node, tuple)
+        and len(node) == 2
+        and _is_array(node[0])
+        and node[0].ndim >= 2
+        and _is_bias_for(node[1], node[0])
+    )
 
 
 def _describe(x) -> str:
@@ -256,8 +273,14 @@ def _describe(x) -> str:
     return f"{type(x).__name__} {x!r}"[:200]
 
 
-def orthogonalize_params(key: jax.Array, params: Any, *, conv: str = "delta",
-                         parameterization: str = "ntk", W_std: float = 1.0) -> Any:
+def orthogonalize_params(
+    key: jax.Array,
+    params: Any,
+    *,
+    conv: str = "delta",
+    parameterization: str = "ntk",
+    W_std: float = 1.0,
+) -> Any:
     """Replace every Dense/Conv weight of a neural-tangents ``stax`` parameter pytree.
 
     The pytree is walked in order. Each layer's parameters ``(W, b)`` are recognised by their
@@ -291,9 +314,9 @@ def orthogonalize_params(key: jax.Array, params: Any, *, conv: str = "delta",
       conv: ``"delta"`` (default) or ``"orthogonal"``, see above.
       parameterization: ``"ntk"`` (default; weights have unit-variance entries) or
         ``"standard"`` (neural-tangents' standard parameterization stores
-        :math:`W_\\text{std} W / \\sqrt{\\text{fan\\_in}}`; the orthogonal weight is scaled the same
-        way, with ``fan_in = W.shape[0]`` for Dense and ``prod(W.shape[:-1])`` for Conv and one
-        ``W_std`` for every layer; ``s != (1, 1)`` widths are not supported).
+        :math:`W_\\text{std} W / \\sqrt{\\text{fan\\_in}}`; the orthogonal weight is scaled
+        the same way, with ``fan_in = W.shape[0]`` for Dense and ``prod(W.shape[:-1])`` for Conv
+        and one ``W_std`` for every layer; ``s != (1, 1)`` widths are not supported).
       W_std: the layers' ``W_std``; used only with ``parameterization="standard"``.
 
     Returns:
@@ -340,6 +363,7 @@ def orthogonalize_params(key: jax.Array, params: Any, *, conv: str = "delta",
             f"orthogonalize_params: cannot classify params{path}: {_describe(node)}. Supported: "
             f"stax Dense (W, b) pairs with 2-D W, Conv (W, b) pairs with HWIO W of ndim >= 3, "
             f"b None or a bias with W.shape[-1] entries, and parameter-free layers (() or "
-            f"None), nested in lists/tuples/dicts.")
+            f"None), nested in lists/tuples/dicts."
+        )
 
     return walk(params, "")

@@ -38,10 +38,23 @@ import numpy as np
 from . import _validate
 
 __all__ = [
-    "ACTIVATIONS", "infinite_width_kernels", "relu_dual", "erf_dual", "hermite_dual",
-    "dual_fn", "fcn_kernels", "cnn_kernels", "angular_inputs", "condition_number",
-    "q_fixed_point", "chi_1", "critical_weight_variance", "correlation_fixed_point",
-    "depth_scale", "correlation_iterates", "kernel_regression",
+    "ACTIVATIONS",
+    "infinite_width_kernels",
+    "relu_dual",
+    "erf_dual",
+    "hermite_dual",
+    "dual_fn",
+    "fcn_kernels",
+    "cnn_kernels",
+    "angular_inputs",
+    "condition_number",
+    "q_fixed_point",
+    "chi_1",
+    "critical_weight_variance",
+    "correlation_fixed_point",
+    "depth_scale",
+    "correlation_iterates",
+    "kernel_regression",
 ]
 
 #: Activations with an independent numpy dual here.
@@ -51,9 +64,18 @@ _GETS = ("nngp", "ntk")
 
 
 # ----------------------------------------------------------------------------- neural-tangents
-def infinite_width_kernels(x1, x2=None, *, architecture: str = "fcn", depth: int = 1,
-                           activation: str = "relu", W_std: float = 1.0, b_std: float = 0.0,
-                           batch_size: int = 0, **net_kwargs) -> tuple[np.ndarray, np.ndarray]:
+def infinite_width_kernels(
+    x1,
+    x2=None,
+    *,
+    architecture: str = "fcn",
+    depth: int = 1,
+    activation: str = "relu",
+    W_std: float = 1.0,
+    b_std: float = 0.0,
+    batch_size: int = 0,
+    **net_kwargs,
+) -> tuple[np.ndarray, np.ndarray]:
     """Analytic infinite-width NNGP and NTK of an ``ntklit.nets`` network.
 
     Args:
@@ -80,15 +102,19 @@ def infinite_width_kernels(x1, x2=None, *, architecture: str = "fcn", depth: int
     x1 = np.asarray(x1)
     want = 2 if architecture == "fcn" else 4
     if x1.ndim != want:
-        raise ValueError(f"x1 must have {want} dimensions for architecture={architecture!r}, "
-                         f"got shape {x1.shape}")
+        raise ValueError(
+            f"x1 must have {want} dimensions for architecture={architecture!r}, "
+            f"got shape {x1.shape}"
+        )
     if x2 is not None and np.asarray(x2).shape[1:] != x1.shape[1:]:
         raise ValueError(f"x2 must have shape (N2, {x1.shape[1:]}), got {np.asarray(x2).shape}")
     build = nets.fcn if architecture == "fcn" else nets.cnn
-    _, _, kernel_fn = build(depth, 1, activation=activation, W_std=W_std, b_std=b_std,
-                            **net_kwargs)
+    _, _, kernel_fn = build(
+        depth, 1, activation=activation, W_std=W_std, b_std=b_std, **net_kwargs
+    )
     if batch_size:
         import neural_tangents as nt
+
         kernel_fn = nt.batch(kernel_fn, batch_size=batch_size)
     k = kernel_fn(x1, x2, ("nngp", "ntk"))
     return np.asarray(k.nngp), np.asarray(k.ntk)
@@ -131,7 +157,7 @@ def erf_dual(q1, q2, q12):
     """
     q1, q2, q12 = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (q1, q2, q12)))
     d = (1 + 2 * q1) * (1 + 2 * q2)
-    return (2 / np.pi) * np.arcsin(2 * q12 / np.sqrt(d)), 4 / (np.pi * np.sqrt(d - 4 * q12 ** 2))
+    return (2 / np.pi) * np.arcsin(2 * q12 / np.sqrt(d)), 4 / (np.pi * np.sqrt(d - 4 * q12**2))
 
 
 def _linear_dual(q1, q2, q12):
@@ -139,8 +165,7 @@ def _linear_dual(q1, q2, q12):
     return q12.copy(), np.ones_like(q12)
 
 
-def hermite_dual(fn: Callable, dfn: Callable, q1, q2, q12, *, deg: int = 200,
-                 chunk: int = 64):
+def hermite_dual(fn: Callable, dfn: Callable, q1, q2, q12, *, deg: int = 200, chunk: int = 64):
     r"""Duals of any activation by a bivariate Gauss-Hermite product rule of degree ``deg``.
 
     :math:`u = \sqrt{q_1} g_1`, :math:`v = a g_1 + b g_2`, :math:`a = q_{12}/\sqrt{q_1}`,
@@ -167,7 +192,7 @@ def hermite_dual(fn: Callable, dfn: Callable, q1, q2, q12, *, deg: int = 200,
         sl = slice(s, s + chunk)
         a = q12[sl] / np.sqrt(q1[sl])
         b = np.sqrt(np.maximum(q2[sl] - a * a, 0.0))
-        u = np.sqrt(q1[sl])[:, None] * x[None, :]                          # (c, deg)
+        u = np.sqrt(q1[sl])[:, None] * x[None, :]  # (c, deg)
         v = a[:, None, None] * x[None, :, None] + b[:, None, None] * x[None, None, :]
         k[sl] = np.einsum("ci,cij,i,j->c", fn(u), fn(v), w, w)
         kd[sl] = np.einsum("ci,cij,i,j->c", dfn(u), dfn(v), w, w)
@@ -232,9 +257,16 @@ def _check_recursion_args(depth, activation, W_std, b_std, dual):
     return depth, W_std, b_std, _resolve_dual(activation, dual)
 
 
-def fcn_kernels(x1, x2=None, *, depth: int = 1, activation: str = "relu", W_std: float = 1.0,
-                b_std: float = 0.0, dual: Callable | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def fcn_kernels(
+    x1,
+    x2=None,
+    *,
+    depth: int = 1,
+    activation: str = "relu",
+    W_std: float = 1.0,
+    b_std: float = 0.0,
+    dual: Callable | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     r"""NNGP and NTK of ``nets.fcn(depth, ...)`` from the numpy recursion (float64).
 
     .. math:: \Sigma^1 = \sigma_w^2\, x\cdot x'/d + \sigma_b^2,\ \Theta^1 = \Sigma^1;\quad
@@ -258,7 +290,7 @@ def fcn_kernels(x1, x2=None, *, depth: int = 1, activation: str = "relu", W_std:
     if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1]:
         raise ValueError(f"x1 and x2 must be (N, d) with the same d, got {x1.shape}, {x2.shape}")
     d = x1.shape[1]
-    w2, b2 = W_std ** 2, b_std ** 2
+    w2, b2 = W_std**2, b_std**2
     s12 = w2 * x1 @ x2.T / d + b2
     s1 = w2 * np.sum(x1 * x1, 1) / d + b2
     s2 = w2 * np.sum(x2 * x2, 1) / d + b2
@@ -294,9 +326,17 @@ def _patch_average(K, filter_shape, axes_pairs):
     return out / (fh * fw)
 
 
-def cnn_kernels(x1, x2=None, *, depth: int = 1, activation: str = "relu", W_std: float = 1.0,
-                b_std: float = 0.0, filter_shape: Sequence[int] = (3, 3),
-                dual: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cnn_kernels(
+    x1,
+    x2=None,
+    *,
+    depth: int = 1,
+    activation: str = "relu",
+    W_std: float = 1.0,
+    b_std: float = 0.0,
+    filter_shape: Sequence[int] = (3, 3),
+    dual: Callable | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     r"""NNGP and NTK of ``nets.cnn(depth, ..., padding="SAME", readout="gap")`` in numpy.
 
     Keeps the full pixel-pair covariance :math:`\Sigma(p, p')` of each pair of images,
@@ -320,17 +360,23 @@ def cnn_kernels(x1, x2=None, *, depth: int = 1, activation: str = "relu", W_std:
       ``(nngp, ntk)``, each ``(N1, N2)`` float64.
     """
     depth, W_std, b_std, dual = _check_recursion_args(depth, activation, W_std, b_std, dual)
-    if (not isinstance(filter_shape, (tuple, list)) or len(filter_shape) != 2
-            or any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 1
-                   for f in filter_shape)):
+    if (
+        not isinstance(filter_shape, (tuple, list))
+        or len(filter_shape) != 2
+        or any(
+            isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 1
+            for f in filter_shape
+        )
+    ):
         raise ValueError(f"filter_shape must be a pair of positive ints, got {filter_shape!r}")
     x1 = np.asarray(x1, dtype=np.float64)
     x2 = x1 if x2 is None else np.asarray(x2, dtype=np.float64)
     if x1.ndim != 4 or x2.shape[1:] != x1.shape[1:]:
-        raise ValueError(f"x1 and x2 must be (N, H, W, C) images of the same shape, got "
-                         f"{x1.shape}, {x2.shape}")
+        raise ValueError(
+            f"x1 and x2 must be (N, H, W, C) images of the same shape, got {x1.shape}, {x2.shape}"
+        )
     C = x1.shape[-1]
-    w2, b2 = W_std ** 2, b_std ** 2
+    w2, b2 = W_std**2, b_std**2
     fs = tuple(int(f) for f in filter_shape)
     # cross: (N1, N2, H, H', W, W'); self variances: (N, H, W) from per-image (H, H', W, W')
     cross = np.einsum("ahwc,bgvc->abhgwv", x1, x2) / C
@@ -421,8 +467,9 @@ def _diag_dual(activation, q, tanh_deg):
     return float(w @ _tanh(u) ** 2), float(w @ _dtanh(u) ** 2)
 
 
-def q_fixed_point(activation: str, W_var: float, b_var: float, *, tol: float = 1e-15,
-                  tanh_deg: int = 200) -> float:
+def q_fixed_point(
+    activation: str, W_var: float, b_var: float, *, tol: float = 1e-15, tanh_deg: int = 200
+) -> float:
     r"""Fixed point :math:`q^*` of the length map :math:`q \mapsto \sigma_w^2\hat\phi(q, q, q)
     + \sigma_b^2` (Poole et al. 2016, arXiv:1606.05340).
 
@@ -478,8 +525,9 @@ def chi_1(activation: str, W_var: float, b_var: float, *, tanh_deg: int = 200) -
     return float(W_var * _diag_dual(activation, q, tanh_deg)[1])
 
 
-def critical_weight_variance(activation: str, b_var: float, *, bracket=(0.1, 20.0),
-                             tanh_deg: int = 200) -> float:
+def critical_weight_variance(
+    activation: str, b_var: float, *, bracket=(0.1, 20.0), tanh_deg: int = 200
+) -> float:
     r"""The :math:`\sigma_w^2` where :math:`\chi_1 = 1` at a given :math:`\sigma_b^2`,
     by Brent's root finding (the order-to-chaos transition line).
 
@@ -498,8 +546,10 @@ def critical_weight_variance(activation: str, b_var: float, *, bracket=(0.1, 20.
     f = lambda w: chi_1(activation, w, b_var, tanh_deg=tanh_deg) - 1.0  # noqa: E731
     lo, hi = bracket
     if f(lo) * f(hi) > 0:
-        raise ValueError(f"bracket {bracket} does not contain the critical point for "
-                         f"activation={activation!r}, b_var={b_var}")
+        raise ValueError(
+            f"bracket {bracket} does not contain the critical point for "
+            f"activation={activation!r}, b_var={b_var}"
+        )
     return float(brentq(f, lo, hi, xtol=1e-12, rtol=1e-12, maxiter=500))
 
 
@@ -513,8 +563,9 @@ def _corr_map(activation, W_var, b_var, q, tanh_deg):
     return step
 
 
-def correlation_iterates(activation: str, W_var: float, b_var: float, c0: float,
-                         num_layers: int, *, tanh_deg: int = 200) -> np.ndarray:
+def correlation_iterates(
+    activation: str, W_var: float, b_var: float, c0: float, num_layers: int, *, tanh_deg: int = 200
+) -> np.ndarray:
     r"""Correlations :math:`c^l` of two inputs at the length fixed point, :math:`l = 0..L`:
     :math:`c^{l+1} = (\sigma_w^2 \hat\phi(q^*, q^*, c^l q^*) + \sigma_b^2)/q^*`.
 
@@ -535,8 +586,10 @@ def correlation_iterates(activation: str, W_var: float, b_var: float, c0: float,
         raise ValueError(f"c0 must be in [-1, 1], got {c0}")
     q = q_fixed_point(activation, W_var, b_var, tanh_deg=tanh_deg)
     if not (math.isfinite(q) and q > 0):
-        raise ValueError(f"no finite positive length fixed point for {activation!r} at "
-                         f"W_var={W_var}, b_var={b_var} (q*={q})")
+        raise ValueError(
+            f"no finite positive length fixed point for {activation!r} at "
+            f"W_var={W_var}, b_var={b_var} (q*={q})"
+        )
     step = _corr_map(activation, W_var, b_var, q, tanh_deg)
     cs = [c0]
     for _ in range(num_layers):
@@ -544,8 +597,9 @@ def correlation_iterates(activation: str, W_var: float, b_var: float, c0: float,
     return np.array(cs)
 
 
-def correlation_fixed_point(activation: str, W_var: float, b_var: float, *,
-                            tanh_deg: int = 200) -> float:
+def correlation_fixed_point(
+    activation: str, W_var: float, b_var: float, *, tanh_deg: int = 200
+) -> float:
     r"""The stable fixed point :math:`c^*` of the correlation map (1 in the ordered phase).
 
     In the chaotic phase :math:`c = 1` is unstable and :math:`c^* < 1` is found by Brent's
@@ -567,8 +621,10 @@ def correlation_fixed_point(activation: str, W_var: float, b_var: float, *,
         return 1.0
     q = q_fixed_point(activation, W_var, b_var, tanh_deg=tanh_deg)
     if not (math.isfinite(q) and q > 0):
-        raise ValueError(f"no finite positive length fixed point for {activation!r} at "
-                         f"W_var={W_var}, b_var={b_var} (q*={q})")
+        raise ValueError(
+            f"no finite positive length fixed point for {activation!r} at "
+            f"W_var={W_var}, b_var={b_var} (q*={q})"
+        )
     step = _corr_map(activation, W_var, b_var, q, tanh_deg)
     g = lambda c: float(step(c)[0]) - c  # noqa: E731
     lo, hi = (0.0 if b_var > 0 else -1.0 + 1e-9), 1.0 - 1e-9
@@ -602,8 +658,9 @@ def depth_scale(activation: str, W_var: float, b_var: float, *, tanh_deg: int = 
 
 
 # ----------------------------------------------------------------------------- regression
-def kernel_regression(kernel_fn: Callable, x_train, y_train, x_test, *, get: str = "ntk",
-                      diag_reg: float = 0.0) -> np.ndarray:
+def kernel_regression(
+    kernel_fn: Callable, x_train, y_train, x_test, *, get: str = "ntk", diag_reg: float = 0.0
+) -> np.ndarray:
     r"""Infinite-time mean prediction of kernel (gradient-descent MSE) regression.
 
     Uses ``neural_tangents.predict.gradient_descent_mse_ensemble`` at :math:`t = \infty`:
@@ -626,8 +683,11 @@ def kernel_regression(kernel_fn: Callable, x_train, y_train, x_test, *, get: str
     diag_reg = _validate.real("diag_reg", diag_reg)
     y_train = np.asarray(y_train)
     if y_train.ndim != 2 or y_train.shape[0] != np.shape(x_train)[0]:
-        raise ValueError(f"y_train must be (N, k) with N = len(x_train) = "
-                         f"{np.shape(x_train)[0]}, got {y_train.shape}")
-    predict_fn = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train,
-                                                          diag_reg=diag_reg)
+        raise ValueError(
+            f"y_train must be (N, k) with N = len(x_train) = "
+            f"{np.shape(x_train)[0]}, got {y_train.shape}"
+        )
+    predict_fn = nt.predict.gradient_descent_mse_ensemble(
+        kernel_fn, x_train, y_train, diag_reg=diag_reg
+    )
     return np.asarray(predict_fn(x_test=x_test, get=get, compute_cov=False))

@@ -43,13 +43,23 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
 from neural_tangents import stax
 
 from . import _validate
 from . import init as _init
 
-__all__ = ["fcn", "cnn", "activation_layer", "ACTIVATIONS", "INITS", "READOUTS", "PADDINGS",
-           "PARAMETERIZATIONS", "TANH_QUADRATURE_DEG"]
+__all__ = [
+    "fcn",
+    "cnn",
+    "activation_layer",
+    "ACTIVATIONS",
+    "INITS",
+    "READOUTS",
+    "PADDINGS",
+    "PARAMETERIZATIONS",
+    "TANH_QUADRATURE_DEG",
+]
 
 #: Allowed ``activation`` values.
 ACTIVATIONS = ("relu", "erf", "tanh", "linear")
@@ -108,8 +118,14 @@ def _common_checks(activation, W_std, b_std, out_dim, init, parameterization):
     return W_std, b_std, out_dim
 
 
-def _wrap(layers, init: str, W_std: float, parameterization: str, conv: str = "orthogonal",
-          kernel_fn=None):
+def _wrap(
+    layers,
+    init: str,
+    W_std: float,
+    parameterization: str,
+    conv: str = "orthogonal",
+    kernel_fn=None,
+):
     init_fn, apply_fn, default_kernel_fn = stax.serial(*layers)
     kernel_fn = default_kernel_fn if kernel_fn is None else kernel_fn
     if init == "gaussian":
@@ -118,17 +134,30 @@ def _wrap(layers, init: str, W_std: float, parameterization: str, conv: str = "o
     def orthogonal_init_fn(key: jax.Array, input_shape: Sequence[int]):
         """Gaussian ``init_fn`` followed by :func:`ntklit.init.orthogonalize_params`."""
         output_shape, params = init_fn(key, input_shape)
-        params = _init.orthogonalize_params(jax.random.fold_in(key, 0x0A7), params, conv=conv,
-                                            parameterization=parameterization, W_std=W_std)
+        params = _init.orthogonalize_params(
+            jax.random.fold_in(key, 0x0A7),
+            params,
+            conv=conv,
+            parameterization=parameterization,
+            W_std=W_std,
+        )
         return output_shape, params
 
     return orthogonal_init_fn, apply_fn, kernel_fn
 
 
-def fcn(depth: int, width: int, *, activation: str = "relu", W_std: float = 1.0,
-        b_std: float = 0.0, out_dim: int = 1, init: str = "gaussian",
-        parameterization: str = "ntk", tanh_deg: int = TANH_QUADRATURE_DEG
-        ) -> tuple[Callable, Callable, Callable]:
+def fcn(
+    depth: int,
+    width: int,
+    *,
+    activation: str = "relu",
+    W_std: float = 1.0,
+    b_std: float = 0.0,
+    out_dim: int = 1,
+    init: str = "gaussian",
+    parameterization: str = "ntk",
+    tanh_deg: int = TANH_QUADRATURE_DEG,
+) -> tuple[Callable, Callable, Callable]:
     """A fully-connected network: ``depth`` hidden layers of ``width`` units and a readout.
 
     Layers: ``[Dense(width, W_std, b_std), activation] * depth + [Dense(out_dim, W_std, b_std)]``.
@@ -164,23 +193,37 @@ def fcn(depth: int, width: int, *, activation: str = "relu", W_std: float = 1.0,
     """
     depth = _validate.integer("depth", depth, 0)
     width = _validate.integer("width", width, 1)
-    W_std, b_std, out_dim = _common_checks(activation, W_std, b_std, out_dim, init,
-                                           parameterization)
+    W_std, b_std, out_dim = _common_checks(
+        activation, W_std, b_std, out_dim, init, parameterization
+    )
     tanh_deg = _validate.integer("tanh_deg", tanh_deg, 1)
     b = b_std if b_std > 0 else None
     layers = []
     for _ in range(depth):
-        layers += [stax.Dense(width, W_std=W_std, b_std=b, parameterization=parameterization),
-                   activation_layer(activation, tanh_deg=tanh_deg)]
+        layers += [
+            stax.Dense(width, W_std=W_std, b_std=b, parameterization=parameterization),
+            activation_layer(activation, tanh_deg=tanh_deg),
+        ]
     layers.append(stax.Dense(out_dim, W_std=W_std, b_std=b, parameterization=parameterization))
     return _wrap(layers, init, W_std, parameterization)
 
 
-def cnn(depth: int, channels: int, *, filter_shape: Sequence[int] = (3, 3),
-        activation: str = "relu", W_std: float = 1.0, b_std: float = 0.0, out_dim: int = 1,
-        readout: str = "gap", padding: str = "SAME", init: str = "gaussian",
-        parameterization: str = "ntk", conv: str = "orthogonal",
-        tanh_deg: int = TANH_QUADRATURE_DEG) -> tuple[Callable, Callable, Callable]:
+def cnn(
+    depth: int,
+    channels: int,
+    *,
+    filter_shape: Sequence[int] = (3, 3),
+    activation: str = "relu",
+    W_std: float = 1.0,
+    b_std: float = 0.0,
+    out_dim: int = 1,
+    readout: str = "gap",
+    padding: str = "SAME",
+    init: str = "gaussian",
+    parameterization: str = "ntk",
+    conv: str = "orthogonal",
+    tanh_deg: int = TANH_QUADRATURE_DEG,
+) -> tuple[Callable, Callable, Callable]:
     """A convolutional network on NHWC images: ``depth`` Conv layers and a Dense readout.
 
     Layers: ``[Conv(channels, filter_shape, padding, W_std, b_std), activation] * depth``, then
@@ -230,34 +273,48 @@ def cnn(depth: int, channels: int, *, filter_shape: Sequence[int] = (3, 3),
     depth = _validate.integer("depth", depth, 0)
     channels = _validate.integer("channels", channels, 1)
     if not isinstance(filter_shape, (tuple, list)) or len(filter_shape) == 0:
-        raise ValueError(f"filter_shape must be a non-empty tuple of positive ints, got "
-                         f"{filter_shape!r}")
-    filter_shape = tuple(_validate.integer(f"filter_shape[{i}]", f, 1)
-                         for i, f in enumerate(filter_shape))
-    W_std, b_std, out_dim = _common_checks(activation, W_std, b_std, out_dim, init,
-                                           parameterization)
+        raise ValueError(
+            f"filter_shape must be a non-empty tuple of positive ints, got {filter_shape!r}"
+        )
+    filter_shape = tuple(
+        _validate.integer(f"filter_shape[{i}]", f, 1) for i, f in enumerate(filter_shape)
+    )
+    W_std, b_std, out_dim = _common_checks(
+        activation, W_std, b_std, out_dim, init, parameterization
+    )
     _validate.choice("readout", readout, READOUTS)
     _validate.choice("padding", padding, PADDINGS)
     _validate.choice("conv", conv, _init.CONV_MODES)
     tanh_deg = _validate.integer("tanh_deg", tanh_deg, 1)
     delta = init == "orthogonal" and conv == "delta"
     if delta and padding == "VALID" and depth > 0:
-        raise ValueError("conv='delta' with init='orthogonal' needs padding in "
-                         "('SAME', 'CIRCULAR'), got 'VALID'")
+        raise ValueError(
+            "conv='delta' with init='orthogonal' needs padding in "
+            "('SAME', 'CIRCULAR'), got 'VALID'"
+        )
     if delta and any(f % 2 == 0 for f in filter_shape):
-        raise ValueError(f"conv='delta' with init='orthogonal' needs odd filter sizes (a centre "
-                         f"tap), got filter_shape={filter_shape}")
+        raise ValueError(
+            f"conv='delta' with init='orthogonal' needs odd filter sizes (a centre "
+            f"tap), got filter_shape={filter_shape}"
+        )
     b = b_std if b_std > 0 else None
 
     def layers_for(fs):
         layers = []
         for _ in range(depth):
-            layers += [stax.Conv(channels, fs, padding=padding, W_std=W_std, b_std=b,
-                                 parameterization=parameterization),
-                       activation_layer(activation, tanh_deg=tanh_deg)]
+            layers += [
+                stax.Conv(
+                    channels,
+                    fs,
+                    padding=padding,
+                    W_std=W_std,
+                    b_std=b,
+                    parameterization=parameterization,
+                ),
+                activation_layer(activation, tanh_deg=tanh_deg),
+            ]
         layers.append(stax.GlobalAvgPool() if readout == "gap" else stax.Flatten())
-        layers.append(stax.Dense(out_dim, W_std=W_std, b_std=b,
-                                 parameterization=parameterization))
+        layers.append(stax.Dense(out_dim, W_std=W_std, b_std=b, parameterization=parameterization))
         return layers
 
     kernel_fn = stax.serial(*layers_for((1,) * len(filter_shape)))[2] if delta else None

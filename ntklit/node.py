@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -39,9 +38,20 @@ from typing import Any
 
 from . import runner
 
-__all__ = ["MAX_FILES", "MAX_FILE_BYTES", "DEFAULT_BUDGET_S", "Share", "gpu_chapters",
-           "chapter_share", "plan", "benchmark_shares", "run_node", "pack", "ingest",
-           "IngestError"]
+__all__ = [
+    "MAX_FILES",
+    "MAX_FILE_BYTES",
+    "DEFAULT_BUDGET_S",
+    "Share",
+    "gpu_chapters",
+    "chapter_share",
+    "plan",
+    "benchmark_shares",
+    "run_node",
+    "pack",
+    "ingest",
+    "IngestError",
+]
 
 #: Files that come back from the node (the device tool's limit).
 MAX_FILES = 8
@@ -82,7 +92,8 @@ def chapter_share(chapter: runner.Chapter) -> Share:
     if budget is None:
         raise runner.RunnerError(
             f"{chapter.profile_file}: a GPU chapter needs 'budget: {{seconds: S, estimate: "
-            f"...}}' (its share of the node's time and how it was estimated)")
+            f"...}}' (its share of the node's time and how it was estimated)"
+        )
     return Share(chapter.name, float(budget["seconds"]), " ".join(budget["estimate"].split()))
 
 
@@ -103,8 +114,15 @@ def benchmark_shares(root: Path) -> list[Share]:
         if not script.is_file():
             raise runner.RunnerError(f"{path}: no benchmark script {script.name}")
         runner.check_budget(path, e)
-        out.append(Share(e["name"], float(e["seconds"]), " ".join(e["estimate"].split()),
-                         "benchmark", tuple(str(a) for a in e.get("args", []))))
+        out.append(
+            Share(
+                e["name"],
+                float(e["seconds"]),
+                " ".join(e["estimate"].split()),
+                "benchmark",
+                tuple(str(a) for a in e.get("args", [])),
+            )
+        )
     return out
 
 
@@ -146,14 +164,23 @@ def _gpu_check(require_gpu: bool) -> str:
     if require_gpu:
         raise runner.RunnerError(
             f"JAX {jax.__version__} sees no GPU ({', '.join(kinds)}): check the node's CUDA "
-            f"plugin (jax-cuda*-plugin) and CUDA_VISIBLE_DEVICES; nothing was run")
+            f"plugin (jax-cuda*-plugin) and CUDA_VISIBLE_DEVICES; nothing was run"
+        )
     return f"GPU check SKIPPED (CPU rehearsal): JAX {jax.__version__} on {', '.join(kinds)}"
 
 
-def run_node(root: Path, out: Path, names: Sequence[str] = (), *, profile: str = "full",
-             budget_s: float = DEFAULT_BUDGET_S, started: float | None = None,
-             require_gpu: bool = True, compat_tests: bool = True,
-             benchmarks: bool = True) -> dict[str, Any]:
+def run_node(
+    root: Path,
+    out: Path,
+    names: Sequence[str] = (),
+    *,
+    profile: str = "full",
+    budget_s: float = DEFAULT_BUDGET_S,
+    started: float | None = None,
+    require_gpu: bool = True,
+    compat_tests: bool = True,
+    benchmarks: bool = True,
+) -> dict[str, Any]:
     """The node job: GPU check, compat tests, the GPU chapters' profile within the budget,
     the GPU benchmarks, and the packed results in ``out``.
 
@@ -173,8 +200,9 @@ def run_node(root: Path, out: Path, names: Sequence[str] = (), *, profile: str =
     """
     started = time.time() if started is None else started
     if profile not in runner.RECORDED_PROFILES:
-        raise runner.RunnerError(f"profile must be one of {', '.join(runner.RECORDED_PROFILES)}"
-                                 f", got {profile!r}")
+        raise runner.RunnerError(
+            f"profile must be one of {', '.join(runner.RECORDED_PROFILES)}, got {profile!r}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     selected = runner.select(root, names) if names else gpu_chapters(root)
@@ -183,9 +211,13 @@ def run_node(root: Path, out: Path, names: Sequence[str] = (), *, profile: str =
         runner.resolve_parameters(ch, profile, {})
     bench = benchmark_shares(root) if benchmarks else []
     planned, never = plan(shares + bench, budget_s)
-    summary: dict[str, Any] = {"profile": profile, "budget_s": budget_s, "items": [],
-                               "device": runner.device_description(),
-                               "versions": runner.package_versions()}
+    summary: dict[str, Any] = {
+        "profile": profile,
+        "budget_s": budget_s,
+        "items": [],
+        "device": runner.device_description(),
+        "versions": runner.package_versions(),
+    }
 
     def left() -> float:
         return budget_s - (time.time() - started)
@@ -194,24 +226,47 @@ def run_node(root: Path, out: Path, names: Sequence[str] = (), *, profile: str =
     _log(summary["gpu_check"])
     if compat_tests:
         t = time.time()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               str(root / "tests" / "test_compat.py")],
-                              capture_output=True, text=True, cwd=root)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                str(root / "tests" / "test_compat.py"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=root,
+        )
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
-        summary["compat_tests"] = {"ok": proc.returncode == 0, "seconds": round(time.time() - t, 1),
-                                   "result": tail[0]}
+        summary["compat_tests"] = {
+            "ok": proc.returncode == 0,
+            "seconds": round(time.time() - t, 1),
+            "result": tail[0],
+        }
         _log(f"compat tests on this JAX: {tail[0]} ({time.time() - t:.0f} s)")
         if proc.returncode != 0:
             (out / "compat_tests.log").write_text(proc.stdout[-200_000:] + proc.stderr[-50_000:])
-            summary["stopped"] = ("tests/test_compat.py failed on this JAX: ntklit.compat does "
-                                  "not work here; no chapter was run (see compat_tests.log)")
+            summary["stopped"] = (
+                "tests/test_compat.py failed on this JAX: ntklit.compat does "
+                "not work here; no chapter was run (see compat_tests.log)"
+            )
             _log("STOPPED: " + summary["stopped"])
             return _finish(root, out, summary, started)
     paths = runner.BuildPaths.default(root, out / "_work")
     bench_out = out / "_work" / "benchmarks"
     for s in never:
-        summary["items"].append({"name": s.name, "kind": s.kind, "share_s": s.seconds,
-                                 "status": "skipped", "why": "share exceeds the budget"})
+        summary["items"].append(
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "share_s": s.seconds,
+                "status": "skipped",
+                "why": "share exceeds the budget",
+            }
+        )
     for s in planned:
         item = {"name": s.name, "kind": s.kind, "share_s": s.seconds}
         summary["items"].append(item)
@@ -222,10 +277,12 @@ def run_node(root: Path, out: Path, names: Sequence[str] = (), *, profile: str =
         t = time.time()
         if s.kind == "chapter":
             try:
-                (rec,) = runner.run_chapters(root, [s.name], profile=profile, force=True,
-                                             paths=paths, progress=False)
-                item.update(status="ok", checks=f"{sum(c['passed'] for c in rec.checks)}/"
-                                                f"{len(rec.checks)}")
+                (rec,) = runner.run_chapters(
+                    root, [s.name], profile=profile, force=True, paths=paths, progress=False
+                )
+                item.update(
+                    status="ok", checks=f"{sum(c['passed'] for c in rec.checks)}/{len(rec.checks)}"
+                )
             except runner.ChapterFailed as e:
                 item.update(status="failed", error=str(e)[:2000])
             except Exception as e:  # the runner itself broke: record it, go on
@@ -234,16 +291,25 @@ def run_node(root: Path, out: Path, names: Sequence[str] = (), *, profile: str =
             bench_out.mkdir(parents=True, exist_ok=True)
             res = bench_out / f"{s.name}_gpu.json"
             args = [a.replace("{out}", str(res)) for a in s.args]
-            proc = subprocess.run([sys.executable, str(root / "benchmarks" / f"{s.name}.py"),
-                                   *args], capture_output=True, text=True, cwd=root,
-                                  timeout=max(left(), 1))
-            (bench_out / f"{s.name}.log").write_text(proc.stdout[-100_000:] + proc.stderr[-100_000:])
-            item.update(status="ok" if proc.returncode == 0 else "failed",
-                        returncode=proc.returncode)
+            proc = subprocess.run(
+                [sys.executable, str(root / "benchmarks" / f"{s.name}.py"), *args],
+                capture_output=True,
+                text=True,
+                cwd=root,
+                timeout=max(left(), 1),
+            )
+            (bench_out / f"{s.name}.log").write_text(
+                proc.stdout[-100_000:] + proc.stderr[-100_000:]
+            )
+            item.update(
+                status="ok" if proc.returncode == 0 else "failed", returncode=proc.returncode
+            )
         item["seconds"] = round(time.time() - t, 1)
-        _log(f"{s.name}: {item['status']} in {item['seconds']:.0f} s (share {s.seconds:.0f} s)"
-             + (f", {item['checks']} checks" if "checks" in item else "")
-             + (f": {item['error'].splitlines()[0]}" if "error" in item else ""))
+        _log(
+            f"{s.name}: {item['status']} in {item['seconds']:.0f} s (share {s.seconds:.0f} s)"
+            + (f", {item['checks']} checks" if "checks" in item else "")
+            + (f": {item['error'].splitlines()[0]}" if "error" in item else "")
+        )
     return _finish(root, out, summary, started)
 
 
@@ -278,12 +344,19 @@ def pack(root: Path, work: Path, out: Path, since: float) -> list[Path]:
     Raises:
       RunnerError: a packed file exceeds :data:`MAX_FILE_BYTES`.
     """
-    groups = {"verified.tar.gz": [p for p in sorted((root / "book" / "verified").glob("*.json"))
-                                  if p.stat().st_mtime >= since],
-              "notebooks.tar.gz": [*sorted((work / "executed").glob("*.ipynb")),
-                                   *sorted((work / "records").glob("*.json")),
-                                   *sorted((work / "failed").glob("*"))],
-              "benchmarks.tar.gz": sorted((work / "benchmarks").glob("*"))}
+    groups = {
+        "verified.tar.gz": [
+            p
+            for p in sorted((root / "book" / "verified").glob("*.json"))
+            if p.stat().st_mtime >= since
+        ],
+        "notebooks.tar.gz": [
+            *sorted((work / "executed").glob("*.ipynb")),
+            *sorted((work / "records").glob("*.json")),
+            *sorted((work / "failed").glob("*")),
+        ],
+        "benchmarks.tar.gz": sorted((work / "benchmarks").glob("*")),
+    }
     made = []
     for name, members in groups.items():
         if not members:
@@ -293,8 +366,10 @@ def pack(root: Path, work: Path, out: Path, since: float) -> list[Path]:
             for m in members:
                 tar.add(m, arcname=f"{m.parent.name}/{m.name}")
         if dest.stat().st_size > MAX_FILE_BYTES:
-            raise runner.RunnerError(f"{dest.name} is {dest.stat().st_size / 2**20:.1f} MiB, "
-                                     f"over the {MAX_FILE_BYTES / 2**20:.0f} MiB a file may have")
+            raise runner.RunnerError(
+                f"{dest.name} is {dest.stat().st_size / 2**20:.1f} MiB, "
+                f"over the {MAX_FILE_BYTES / 2**20:.0f} MiB a file may have"
+            )
         made.append(dest)
     return made
 
@@ -318,13 +393,15 @@ def _members(source: Path, folder: str, tarball: str | None = None) -> list[tupl
                     out.append((Path(m.name).name, tar.extractfile(m).read()))
         return out
     if source.is_dir() and (source / folder).is_dir():
-        return [(p.name, p.read_bytes()) for p in sorted((source / folder).iterdir())
-                if p.is_file()]
+        return [
+            (p.name, p.read_bytes()) for p in sorted((source / folder).iterdir()) if p.is_file()
+        ]
     return []
 
 
-def ingest(root: Path, source: Path, *, notebooks: bool = False,
-           paths: runner.BuildPaths | None = None) -> list[str]:
+def ingest(
+    root: Path, source: Path, *, notebooks: bool = False, paths: runner.BuildPaths | None = None
+) -> list[str]:
     """Put a node's returned verification records where the reproducibility page reads them.
 
     Every record is checked before any is written: the schema (``runner.load_verification``),
@@ -353,8 +430,10 @@ def ingest(root: Path, source: Path, *, notebooks: bool = False,
     else:
         items = _members(source, "verified")
     if not items:
-        raise IngestError(f"{source}: no verification records (expected verified.tar.gz or "
-                          f"a verified/ folder of <chapter>.<profile>.json files)")
+        raise IngestError(
+            f"{source}: no verification records (expected verified.tar.gz or "
+            f"a verified/ folder of <chapter>.<profile>.json files)"
+        )
     import tempfile
 
     plans = []
@@ -368,25 +447,33 @@ def ingest(root: Path, source: Path, *, notebooks: bool = False,
             except runner.RunnerError as e:
                 raise IngestError(f"{name}: rejected: {e}".replace(str(p), name)) from None
             if name != f"{ch.name}.{rec['profile']}.json":
-                raise IngestError(f"{name}: rejected: a record of {ch.name}'s {rec['profile']} "
-                                  f"profile must be named {ch.name}.{rec['profile']}.json")
+                raise IngestError(
+                    f"{name}: rejected: a record of {ch.name}'s {rec['profile']} "
+                    f"profile must be named {ch.name}.{rec['profile']}.json"
+                )
             if runner.verification_state(ch, rec) == "stale":
-                raise IngestError(f"{name}: rejected as stale: its parameters differ from "
-                                  f"{ch.profile_file.name}'s current {rec['profile']} profile "
-                                  f"(re-run it with the current profile)")
+                raise IngestError(
+                    f"{name}: rejected as stale: its parameters differ from "
+                    f"{ch.profile_file.name}'s current {rec['profile']} profile "
+                    f"(re-run it with the current profile)"
+                )
             dest = runner.verification_path(root, ch, rec["profile"])
             if dest.is_file():
                 old = runner.load_verification(dest)
                 if old["finished"] > rec["finished"]:
-                    raise IngestError(f"{name}: rejected: the record in place finished "
-                                      f"{old['finished']}, after this one ({rec['finished']})")
+                    raise IngestError(
+                        f"{name}: rejected: the record in place finished "
+                        f"{old['finished']}, after this one ({rec['finished']})"
+                    )
             plans.append((dest, data, rec))
     done = []
     for dest, data, rec in plans:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
-        done.append(f"{dest.relative_to(root)}: {rec['status']}, {rec['checks_passed']}/"
-                    f"{rec['checks_total']} checks, {rec['device']}, {rec['finished']}")
+        done.append(
+            f"{dest.relative_to(root)}: {rec['status']}, {rec['checks_passed']}/"
+            f"{rec['checks_total']} checks, {rec['device']}, {rec['finished']}"
+        )
     if notebooks:
         done += _ingest_notebooks(source, paths or runner.BuildPaths.default(root))
     return done

@@ -19,16 +19,38 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["INIT_COLORS", "INIT_MARKERS", "INIT_LABELS", "style", "figure", "reference_slope",
-           "use_book_style", "series_loglog", "speedup_bars", "benchmark_figures"]
+__all__ = [
+    "INIT_COLORS",
+    "INIT_MARKERS",
+    "INIT_LABELS",
+    "style",
+    "figure",
+    "reference_slope",
+    "use_book_style",
+    "series_loglog",
+    "speedup_bars",
+    "benchmark_figures",
+]
 
 #: One colour per initialization, used by every figure of the book.
-INIT_COLORS: dict[str, str] = {"gaussian": "#1f77b4", "orthogonal": "#d62728",
-                               "infinite": "#2ca02c", "reference": "#7f7f7f"}
-INIT_MARKERS: dict[str, str] = {"gaussian": "o", "orthogonal": "s", "infinite": "^",
-                                "reference": ""}
-INIT_LABELS: dict[str, str] = {"gaussian": "Gaussian", "orthogonal": "orthogonal",
-                               "infinite": "infinite width", "reference": "reference"}
+INIT_COLORS: dict[str, str] = {
+    "gaussian": "#1f77b4",
+    "orthogonal": "#d62728",
+    "infinite": "#2ca02c",
+    "reference": "#7f7f7f",
+}
+INIT_MARKERS: dict[str, str] = {
+    "gaussian": "o",
+    "orthogonal": "s",
+    "infinite": "^",
+    "reference": "",
+}
+INIT_LABELS: dict[str, str] = {
+    "gaussian": "Gaussian",
+    "orthogonal": "orthogonal",
+    "infinite": "infinite width",
+    "reference": "reference",
+}
 
 _RC = {
     "figure.figsize": (6.0, 4.0),
@@ -68,8 +90,7 @@ def style(init: str, **overrides) -> dict:
     return kw
 
 
-def figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float = 4.0,
-           **kwargs):
+def figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float = 4.0, **kwargs):
     """A new figure in the book style; returns ``(fig, axes)`` like ``plt.subplots``.
 
     Args:
@@ -78,13 +99,22 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float 
       **kwargs: passed to ``plt.subplots`` (e.g. ``sharey=True``).
     """
     use_book_style()
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
-                             constrained_layout=True, **kwargs)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width * ncols, height * nrows), constrained_layout=True, **kwargs
+    )
     return fig, axes
 
 
-def reference_slope(ax, x: Sequence[float], y: Sequence[float], slope: float, *,
-                    label: str | None = None, anchor: str = "first", **kwargs):
+def reference_slope(
+    ax,
+    x: Sequence[float],
+    y: Sequence[float],
+    slope: float,
+    *,
+    label: str | None = None,
+    anchor: str = "first",
+    **kwargs,
+):
     """Draw a dashed power-law reference ``y = c x^slope`` through one point of ``(x, y)``.
 
     Args:
@@ -98,10 +128,14 @@ def reference_slope(ax, x: Sequence[float], y: Sequence[float], slope: float, *,
     y = np.asarray(y, dtype=float)
     i = 0 if anchor == "first" else -1
     c = y[i] / x[i] ** slope
-    kw = {"color": INIT_COLORS["reference"], "linestyle": "--", "linewidth": 1.0,
-          "label": label if label is not None else rf"$\propto x^{{{slope:g}}}$"}
+    kw = {
+        "color": INIT_COLORS["reference"],
+        "linestyle": "--",
+        "linewidth": 1.0,
+        "label": label if label is not None else rf"$\propto x^{{{slope:g}}}$",
+    }
     kw.update(kwargs)
-    return ax.plot(x, c * x ** slope, **kw)
+    return ax.plot(x, c * x**slope, **kw)
 
 
 # ------------------------------------------------------------------------------------------
@@ -115,8 +149,16 @@ def _label(values) -> str:
     return ", ".join(str(v) for v in values if v is not None)
 
 
-def series_loglog(ax, rows: Sequence[dict], x: str, y: str, series: Sequence[str], *,
-                  xlabel: str | None = None, ylabel: str | None = None) -> int:
+def series_loglog(
+    ax,
+    rows: Sequence[dict],
+    x: str,
+    y: str,
+    series: Sequence[str],
+    *,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> int:
     """One log-log line per value of ``series`` through the records ``rows``.
 
     Args:
@@ -133,14 +175,23 @@ def series_loglog(ax, rows: Sequence[dict], x: str, y: str, series: Sequence[str
     groups: dict[tuple, list[tuple[float, float]]] = {}
     for r in rows:
         xv, yv = r.get(x), r.get(y)
-        if r.get("status", "ok") != "ok" or not isinstance(xv, (int, float)) \
-                or not isinstance(yv, (int, float)) or xv <= 0 or yv <= 0:
+        if (
+            r.get("status", "ok") != "ok"
+            or not isinstance(xv, (int, float))
+            or not isinstance(yv, (int, float))
+            or xv <= 0
+            or yv <= 0
+        ):
             continue
         groups.setdefault(tuple(r.get(k) for k in series), []).append((float(xv), float(yv)))
     for i, (key, pts) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
         pts.sort()
-        ax.loglog([a for a, _ in pts], [b for _, b in pts], marker=_SERIES_MARKERS[i % 10],
-                  label=_label(key) or y)
+        ax.loglog(
+            [a for a, _ in pts],
+            [b for _, b in pts],
+            marker=_SERIES_MARKERS[i % 10],
+            label=_label(key) or y,
+        )
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
     if groups:
@@ -148,8 +199,9 @@ def series_loglog(ax, rows: Sequence[dict], x: str, y: str, series: Sequence[str
     return len(groups)
 
 
-def speedup_bars(ax, labels: Sequence[str], groups: dict[str, Sequence[float]], *,
-                 ylabel: str = "speed-up (x)") -> None:
+def speedup_bars(
+    ax, labels: Sequence[str], groups: dict[str, Sequence[float]], *, ylabel: str = "speed-up (x)"
+) -> None:
     """Grouped bars of speed-ups (log scale), one group per label, with a line at 1x.
 
     Args:
@@ -188,33 +240,65 @@ def _ratio_bars(ax, rows, ratio: str, config: Sequence[str], series: str, skip: 
         if lab not in labels:
             labels.append(lab)
         vals.setdefault(str(r[series]), {})[lab] = float(r[ratio])
-    speedup_bars(ax, labels, {k: [v.get(l, np.nan) for l in labels] for k, v in vals.items()},
-                 ylabel=f"time / time of {skip} (x)")
+    speedup_bars(
+        ax,
+        labels,
+        {k: [v.get(lab, np.nan) for lab in labels] for k, v in vals.items()},
+        ylabel=f"time / time of {skip} (x)",
+    )
 
 
 def _empirical_figures(data: dict) -> list:
     rows = [r for r in data.get("results", []) if isinstance(r, dict)]
-    single = [r for r in rows if r.get("ratio_to_ntklit_fcn") is not None
-              or r.get("est_gflop") is not None]
+    single = [
+        r
+        for r in rows
+        if r.get("ratio_to_ntklit_fcn") is not None or r.get("est_gflop") is not None
+    ]
     ens = [r for r in rows if r.get("ratio_to_ensemble") is not None]
     out = []
     if single:
         fig, ax = figure(width=6.5, height=4.2)
-        series_loglog(ax, single, "est_gflop", "run_s", ("kind", "method"),
-                      xlabel="estimated work (GFLOP)", ylabel="run time (s)")
+        series_loglog(
+            ax,
+            single,
+            "est_gflop",
+            "run_s",
+            ("kind", "method"),
+            xlabel="estimated work (GFLOP)",
+            ylabel="run time (s)",
+        )
         ax.set_title("One network's empirical NTK: time vs work, every implementation")
-        out.append(("Empirical NTK of one network: run time against the estimated work, one "
-                    "line per implementation (FCN and CNN configurations).", fig))
+        out.append(
+            (
+                "Empirical NTK of one network: run time against the estimated work, one "
+                "line per implementation (FCN and CNN configurations).",
+                fig,
+            )
+        )
     if ens:
         fig, ax = figure(width=7.5, height=4.2)
-        _ratio_bars(ax, [dict(r, method=f"{r['method']} ({r.get('init')})") for r in ens
-                         if r.get("method") != "ensemble"],
-                    "ratio_to_ensemble", ("depth", "width", "inputs"), "method",
-                    skip="ensemble")
+        _ratio_bars(
+            ax,
+            [
+                dict(r, method=f"{r['method']} ({r.get('init')})")
+                for r in ens
+                if r.get("method") != "ensemble"
+            ],
+            "ratio_to_ensemble",
+            ("depth", "width", "inputs"),
+            "method",
+            skip="ensemble",
+        )
         ax.set_ylabel("loop time / ensemble time (x)")
         ax.set_title("Ensembles of networks vs Python loops")
-        out.append(("Speed-up of `ntklit.empirical.ensemble` over each loop of per-network "
-                    "calls (bars above 1 mean the ensemble is faster), per configuration.", fig))
+        out.append(
+            (
+                "Speed-up of `ntklit.empirical.ensemble` over each loop of per-network "
+                "calls (bars above 1 mean the ensemble is faster), per configuration.",
+                fig,
+            )
+        )
     return out
 
 
@@ -223,19 +307,41 @@ def _features_figures(data: dict) -> list:
     if not rows:
         return []
     fig, axes = figure(ncols=2, width=4.6, height=4.0)
-    series_loglog(axes[0], rows, "N", "wall_s", ("method", "m"),
-                  xlabel="training set size N", ylabel="wall time (s)")
+    series_loglog(
+        axes[0],
+        rows,
+        "N",
+        "wall_s",
+        ("method", "m"),
+        xlabel="training set size N",
+        ylabel="wall time (s)",
+    )
     axes[0].set_title("Time vs N: exact NTK vs feature maps")
-    series_loglog(axes[1], rows, "N", "test_accuracy", ("method", "m"),
-                  xlabel="training set size N", ylabel="test accuracy")
+    series_loglog(
+        axes[1],
+        rows,
+        "N",
+        "test_accuracy",
+        ("method", "m"),
+        xlabel="training set size N",
+        ylabel="test accuracy",
+    )
     axes[1].set_yscale("linear")
     axes[1].set_title("Accuracy vs N")
-    cross = {k: v for k, v in (data.get("summary") or {}).items()
-             if isinstance(k, str) and k.startswith("crossover")}
+    cross = {
+        k: v
+        for k, v in (data.get("summary") or {}).items()
+        if isinstance(k, str) and k.startswith("crossover")
+    }
     note = "; ".join(f"{k}: {v}" for k, v in cross.items())
-    return [("Exact NTK regression against the feature maps: where a feature map's line falls "
-             "below the exact one, the features are faster (the crossover)"
-             + (f"; {note}." if note else "."), fig)]
+    return [
+        (
+            "Exact NTK regression against the feature maps: where a feature map's line falls "
+            "below the exact one, the features are faster (the crossover)"
+            + (f"; {note}." if note else "."),
+            fig,
+        )
+    ]
 
 
 def _kernels_figures(data: dict) -> list:
@@ -243,15 +349,31 @@ def _kernels_figures(data: dict) -> list:
     if not rows:
         return []
     fig, ax = figure(width=6.0, height=4.0)
-    series_loglog(ax, rows, "N", "wall_s", ("architecture", "depth"),
-                  xlabel="inputs N (an N x N kernel)", ylabel="wall time (s)")
-    reference_slope(ax, [r["N"] for r in rows if r.get("architecture") == "fcn"] or [1],
-                    [r["wall_s"] for r in rows if r.get("architecture") == "fcn"] or [1], 2.0,
-                    label=r"$\propto N^2$")
+    series_loglog(
+        ax,
+        rows,
+        "N",
+        "wall_s",
+        ("architecture", "depth"),
+        xlabel="inputs N (an N x N kernel)",
+        ylabel="wall time (s)",
+    )
+    reference_slope(
+        ax,
+        [r["N"] for r in rows if r.get("architecture") == "fcn"] or [1],
+        [r["wall_s"] for r in rows if r.get("architecture") == "fcn"] or [1],
+        2.0,
+        label=r"$\propto N^2$",
+    )
     ax.legend(fontsize=8)
     ax.set_title("Analytic kernels: time vs N")
-    return [("Analytic NNGP/NTK kernels with neural-tangents: time against the number of "
-             "inputs, with the N^2 of the kernel's size for reference.", fig)]
+    return [
+        (
+            "Analytic NNGP/NTK kernels with neural-tangents: time against the number of "
+            "inputs, with the N^2 of the kernel's size for reference.",
+            fig,
+        )
+    ]
 
 
 def _train_figures(data: dict) -> list:
@@ -260,18 +382,33 @@ def _train_figures(data: dict) -> list:
         return []
     labels = list(res)
     modes = [m for m in next(iter(res.values())).get("modes", {}) if m != "vmapped"]
-    groups = {f"vmapped vs {m}": [res[k]["modes"][m]["wall_s"] / res[k]["modes"]["vmapped"]["wall_s"]
-                                 if m in res[k].get("modes", {}) else np.nan for k in labels]
-              for m in modes}
+    groups = {
+        f"vmapped vs {m}": [
+            res[k]["modes"][m]["wall_s"] / res[k]["modes"]["vmapped"]["wall_s"]
+            if m in res[k].get("modes", {})
+            else np.nan
+            for k in labels
+        ]
+        for m in modes
+    }
     fig, ax = figure(width=6.5, height=4.0)
     speedup_bars(ax, labels, groups, ylabel="loop time / vmapped time (x)")
     ax.set_title("Training a grid of runs: vmapped vs loops")
-    return [("Speed-up of `ntklit.train`'s vmapped grid over loops of runs, per network size "
-             "(bars above 1 mean the vmapped grid is faster).", fig)]
+    return [
+        (
+            "Speed-up of `ntklit.train`'s vmapped grid over loops of runs, per network size "
+            "(bars above 1 mean the vmapped grid is faster).",
+            fig,
+        )
+    ]
 
 
-_BENCHMARK_FIGURES = {"empirical": _empirical_figures, "features": _features_figures,
-                      "kernels": _kernels_figures, "train": _train_figures}
+_BENCHMARK_FIGURES = {
+    "empirical": _empirical_figures,
+    "features": _features_figures,
+    "kernels": _kernels_figures,
+    "train": _train_figures,
+}
 
 
 def benchmark_figures(name: str, data: dict) -> list:

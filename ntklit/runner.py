@@ -42,14 +42,42 @@ from typing import Any
 
 from . import checks as _checks
 
-__all__ = ["ALLOWED_TYPES", "PROFILES", "GENERATED_PAGES", "Param", "Chapter", "RunnerError",
-           "ParameterError", "ChapterFailed", "find_root",
-           "chapters", "select", "read_parameters", "parse_overrides", "resolve_parameters",
-           "load_profile", "detect_profile", "run_chapters", "build_html", "RunRecord",
-           "BuildPaths", "performance_page", "reproducibility_page", "scorecard_page",
-           "package_versions", "device_description", "cache_key", "RECORDED_PROFILES", "VERIFIED_SCHEMA",
-           "verification_path", "load_verification", "verification_state", "status_table",
-           "check_budget", "publishable"]
+__all__ = [
+    "ALLOWED_TYPES",
+    "PROFILES",
+    "GENERATED_PAGES",
+    "Param",
+    "Chapter",
+    "RunnerError",
+    "ParameterError",
+    "ChapterFailed",
+    "find_root",
+    "chapters",
+    "select",
+    "read_parameters",
+    "parse_overrides",
+    "resolve_parameters",
+    "load_profile",
+    "detect_profile",
+    "run_chapters",
+    "build_html",
+    "RunRecord",
+    "BuildPaths",
+    "performance_page",
+    "reproducibility_page",
+    "scorecard_page",
+    "package_versions",
+    "device_description",
+    "cache_key",
+    "RECORDED_PROFILES",
+    "VERIFIED_SCHEMA",
+    "verification_path",
+    "load_verification",
+    "verification_state",
+    "status_table",
+    "check_budget",
+    "publishable",
+]
 
 #: Tag of papermill's injected-parameters cell, and myst-nb's tag that keeps a cell off the page.
 _INJECTED, _REMOVE = "injected-parameters", "remove-cell"
@@ -91,16 +119,17 @@ class Param:
 
     def describe(self) -> str:
         return f"{self.name}: {self.type} = {self.default!r}" + (
-            f"  # {self.doc}" if self.doc else "")
+            f"  # {self.doc}" if self.doc else ""
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class Chapter:
     """A notebook chapter of the book."""
 
-    name: str          # file stem, e.g. "01_ensembles"
-    path: Path         # absolute path of the .ipynb
-    docname: str       # path relative to the root without suffix, e.g. "book/01_ensembles"
+    name: str  # file stem, e.g. "01_ensembles"
+    path: Path  # absolute path of the .ipynb
+    docname: str  # path relative to the root without suffix, e.g. "book/01_ensembles"
 
     @property
     def profile_file(self) -> Path:
@@ -220,11 +249,15 @@ def select(root: Path, names: Sequence[str]) -> list[Chapter]:
 
 
 def _parameters_cell(nb: dict, path: Path) -> dict:
-    cells = [c for c in nb["cells"]
-             if c["cell_type"] == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    cells = [
+        c
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     if len(cells) != 1:
-        raise RunnerError(f"{path}: expected exactly one cell tagged 'parameters', "
-                          f"found {len(cells)}")
+        raise RunnerError(
+            f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}"
+        )
     return cells[0]
 
 
@@ -247,20 +280,27 @@ def read_parameters(path: Path) -> dict[str, Param]:
         raise RunnerError(f"{path}: parameters cell is not valid Python: {e}") from e
     params: dict[str, Param] = {}
     for node in tree.body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and node.value is not None):
-            raise RunnerError(f"{path}: parameters cell line {node.lineno}: only annotated "
-                              "assignments `name: type = literal  # doc` are allowed")
+        if not (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.value is not None
+        ):
+            raise RunnerError(
+                f"{path}: parameters cell line {node.lineno}: only annotated "
+                "assignments `name: type = literal  # doc` are allowed"
+            )
         ann = ast.unparse(node.annotation).replace(" ", "")
         if ann not in ALLOWED_TYPES:
-            raise RunnerError(f"{path}: parameter {node.target.id!r} has type {ann!r}; "
-                              f"allowed: {', '.join(ALLOWED_TYPES)}")
+            raise RunnerError(
+                f"{path}: parameter {node.target.id!r} has type {ann!r}; "
+                f"allowed: {', '.join(ALLOWED_TYPES)}"
+            )
         try:
             value = ast.literal_eval(node.value)
         except ValueError as e:
             raise RunnerError(f"{path}: parameter {node.target.id!r} is not a literal") from e
         line = lines[node.lineno - 1]
-        doc = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset:] else ""
+        doc = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset :] else ""
         param = Param(node.target.id, ann, value, doc)
         _check_type(param, value, source=f"default of {path.name}")
         params[param.name] = param
@@ -268,13 +308,15 @@ def read_parameters(path: Path) -> dict[str, Param]:
 
 
 def _type_ok(type_: str, value: Any) -> bool:
-    scalar = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              "bool": lambda v: isinstance(v, bool),
-              "str": lambda v: isinstance(v, str)}
+    scalar = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+    }
     if type_ in scalar:
         return scalar[type_](value)
-    inner = type_[len("list["):-1]
+    inner = type_[len("list[") : -1]
     return isinstance(value, list) and all(scalar[inner](v) for v in value)
 
 
@@ -288,14 +330,17 @@ def _coerce(type_: str, value: Any) -> Any:
 
 def _check_type(param: Param, value: Any, source: str) -> Any:
     if not _type_ok(param.type, value):
-        raise ParameterError(f"parameter {param.name!r} ({source}) must be of type "
-                             f"{param.type}, got {value!r} ({type(value).__name__})")
+        raise ParameterError(
+            f"parameter {param.name!r} ({source}) must be of type "
+            f"{param.type}, got {value!r} ({type(value).__name__})"
+        )
     return _coerce(param.type, value)
 
 
 def _describe_params(chapter: Chapter, params: dict[str, Param]) -> str:
-    return (f"parameters of chapter {chapter.name}:\n"
-            + "\n".join(f"  {p.describe()}" for p in params.values()))
+    return f"parameters of chapter {chapter.name}:\n" + "\n".join(
+        f"  {p.describe()}" for p in params.values()
+    )
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -349,15 +394,18 @@ def load_profile(chapter: Chapter, profile: str) -> dict[str, Any]:
     values = dict(data.get("full") or {})
     if profile == "shape":
         if not data.get("shape"):
-            raise RunnerError(f"chapter {chapter.name} has no shape profile: add a 'shape:' "
-                              f"section (the full profile's counts, reduced) to "
-                              f"{chapter.profile_file}")
+            raise RunnerError(
+                f"chapter {chapter.name} has no shape profile: add a 'shape:' "
+                f"section (the full profile's counts, reduced) to "
+                f"{chapter.profile_file}"
+            )
         values.update(data["shape"])
     return values
 
 
-def _check_shape_counts(chapter: Chapter, params: dict[str, "Param"],
-                        full: dict[str, Any], shape: dict[str, Any]) -> None:
+def _check_shape_counts(
+    chapter: Chapter, params: dict[str, "Param"], full: dict[str, Any], shape: dict[str, Any]
+) -> None:
     """A shape profile may only reduce counts: every ``shape:`` value is a number at most its
     full-profile value, or a list no longer than it."""
     for name, value in shape.items():
@@ -366,12 +414,14 @@ def _check_shape_counts(chapter: Chapter, params: dict[str, "Param"],
         ref = full.get(name, params[name].default)
         ptype = params[name].type
         ok = (ptype in ("int", "float") and _type_ok(ptype, value) and value <= ref) or (
-            ptype.startswith("list[") and isinstance(value, list) and len(value) <= len(ref))
+            ptype.startswith("list[") and isinstance(value, list) and len(value) <= len(ref)
+        )
         if not ok:
             raise ParameterError(
                 f"{chapter.profile_file}: shape value {name}={value!r} is not a reduced count: "
                 f"shape entries must be counts (int or float at most the full value, or a "
-                f"list no longer than it); full value {ref!r}")
+                f"list no longer than it); full value {ref!r}"
+            )
 
 
 #: Keys of a profile file: the profiles (``full``, ``shape``: reduced counts of the full
@@ -393,14 +443,16 @@ def check_budget(where: Path, budget: Any) -> None:
       RunnerError: naming ``where``, the field and what it must be.
     """
     if not isinstance(budget, dict) or set(budget) - {"seconds", "estimate", "name", "args"}:
-        raise RunnerError(f"{where}: a budget is a mapping with 'seconds' and 'estimate', "
-                          f"got {budget!r}")
+        raise RunnerError(
+            f"{where}: a budget is a mapping with 'seconds' and 'estimate', got {budget!r}"
+        )
     sec, est = budget.get("seconds"), budget.get("estimate")
     if isinstance(sec, bool) or not isinstance(sec, (int, float)) or sec <= 0:
         raise RunnerError(f"{where}: budget 'seconds' must be a positive number, got {sec!r}")
     if not (isinstance(est, str) and est.strip()):
-        raise RunnerError(f"{where}: budget 'estimate' must say how the share was estimated, "
-                          f"got {est!r}")
+        raise RunnerError(
+            f"{where}: budget 'estimate' must say how the share was estimated, got {est!r}"
+        )
 
 
 def _profile_file(chapter: Chapter) -> dict[str, Any]:
@@ -412,11 +464,14 @@ def _profile_file(chapter: Chapter) -> dict[str, Any]:
     data = yaml.safe_load(chapter.profile_file.read_text()) or {}
     unknown = set(data) - set(PROFILE_FILE_KEYS)
     if unknown:
-        raise RunnerError(f"{chapter.profile_file}: unknown key(s) {sorted(unknown)}; "
-                          f"allowed: {', '.join(PROFILE_FILE_KEYS)}")
+        raise RunnerError(
+            f"{chapter.profile_file}: unknown key(s) {sorted(unknown)}; "
+            f"allowed: {', '.join(PROFILE_FILE_KEYS)}"
+        )
     if "gpu" in data and not (isinstance(data["gpu"], str) and data["gpu"].strip()):
-        raise RunnerError(f"{chapter.profile_file}: 'gpu' must be a non-empty sentence, got "
-                          f"{data['gpu']!r}")
+        raise RunnerError(
+            f"{chapter.profile_file}: 'gpu' must be a non-empty sentence, got {data['gpu']!r}"
+        )
     if "budget" in data:
         check_budget(chapter.profile_file, data["budget"])
     return data
@@ -434,28 +489,46 @@ def profile_note(chapter: Chapter, record: "RunRecord | None") -> str:
       record: the run record of the executed notebook on the page (``None``: unknown).
     """
     gpu = _profile_file(chapter).get("gpu")
-    how = ("This page was computed with the **{p}** profile on {d} in {t:.0f} s".format(
-        p=record.profile, d=record.device, t=record.seconds) if record is not None
-        else "This page's run record is missing")
+    how = (
+        "This page was computed with the **{p}** profile on {d} in {t:.0f} s".format(
+            p=record.profile, d=record.device, t=record.seconds
+        )
+        if record is not None
+        else "This page's run record is missing"
+    )
     if record is not None:
         changed = {k: v for k, v in record.overrides.items() if k != "profile"}
-        how += (", parameters: defaults" if not changed else ", parameters that differ from "
-                "the defaults: " + ", ".join(f"`{k} = {_fmt_value(v)}`" for k, v in changed.items()))
+        how += (
+            ", parameters: defaults"
+            if not changed
+            else ", parameters that differ from "
+            "the defaults: " + ", ".join(f"`{k} = {_fmt_value(v)}`" for k, v in changed.items())
+        )
     full = _verifications(find_root(chapter.path.parent), chapter).get("full")
     state = verification_state(chapter, full) if full is not None else None
     if state == "verified":
-        status = (f"Verified at paper scale: the full profile passed all "
-                  f"{full['checks_total']} checks on {full['device']} on "
-                  f"{full['finished'][:10]} in {full['seconds']:.0f} s (peak memory "
-                  f"{_fmt_mb(full['peak_rss_mb'])}"
-                  + (f", device {_fmt_mb(full['device_peak_mb'])}"
-                     if full["device_peak_mb"] is not None else "") + ").")
+        status = (
+            f"Verified at paper scale: the full profile passed all "
+            f"{full['checks_total']} checks on {full['device']} on "
+            f"{full['finished'][:10]} in {full['seconds']:.0f} s (peak memory "
+            f"{_fmt_mb(full['peak_rss_mb'])}"
+            + (
+                f", device {_fmt_mb(full['device_peak_mb'])}"
+                if full["device_peak_mb"] is not None
+                else ""
+            )
+            + ")."
+        )
     elif state == "stale":
-        status = (f"Not yet run at paper scale with the current parameters (the last full "
-                  f"run, {full['finished'][:10]}, used a profile that has changed since).")
+        status = (
+            f"Not yet run at paper scale with the current parameters (the last full "
+            f"run, {full['finished'][:10]}, used a profile that has changed since)."
+        )
     elif state == "failed":
-        status = (f"Not reproduced at paper scale: the last full run ({full['finished'][:10]}, "
-                  f"{full['device']}) failed.")
+        status = (
+            f"Not reproduced at paper scale: the last full run ({full['finished'][:10]}, "
+            f"{full['device']}) failed."
+        )
     else:
         status = "Not yet run at paper scale."
     cmd = f"`python -m ntklit run {chapter.name} --profile full`"
@@ -463,15 +536,18 @@ def profile_note(chapter: Chapter, record: "RunRecord | None") -> str:
         tail = f"The full profile runs with {cmd} and needs a GPU: {' '.join(gpu.split())}"
     else:
         tail = f"The full profile runs with {cmd}."
-    lines = [f":::{{admonition}} {'GPU' if gpu else 'Profile'}",
-             f":class: {'warning' if gpu else 'note'}",
-             f"{how} (parameters and versions: {{doc}}`reproducibility`). {status} {tail}",
-             ":::"]
+    lines = [
+        f":::{{admonition}} {'GPU' if gpu else 'Profile'}",
+        f":class: {'warning' if gpu else 'note'}",
+        f"{how} (parameters and versions: {{doc}}`reproducibility`). {status} {tail}",
+        ":::",
+    ]
     return "\n".join(lines)
 
 
-def resolve_parameters(chapter: Chapter, profile: str,
-                       overrides: dict[str, Any]) -> dict[str, Any]:
+def resolve_parameters(
+    chapter: Chapter, profile: str, overrides: dict[str, Any]
+) -> dict[str, Any]:
     """Defaults, then the profile's values, then ``overrides``; every name and type checked.
 
     Args:
@@ -488,15 +564,20 @@ def resolve_parameters(chapter: Chapter, profile: str,
     params = read_parameters(chapter.path)
     if profile == "shape":
         data = _profile_file(chapter)
-        _check_shape_counts(chapter, params, dict(data.get("full") or {}),
-                            dict(data.get("shape") or {}))
+        _check_shape_counts(
+            chapter, params, dict(data.get("full") or {}), dict(data.get("shape") or {})
+        )
     resolved: dict[str, Any] = {}
-    for source, values in (("profile " + profile, load_profile(chapter, profile)),
-                           ("-p", overrides)):
+    for source, values in (
+        ("profile " + profile, load_profile(chapter, profile)),
+        ("-p", overrides),
+    ):
         for name, value in values.items():
             if name not in params:
-                raise ParameterError(f"unknown parameter {name!r} ({source}) for chapter "
-                                     f"{chapter.name}.\n" + _describe_params(chapter, params))
+                raise ParameterError(
+                    f"unknown parameter {name!r} ({source}) for chapter "
+                    f"{chapter.name}.\n" + _describe_params(chapter, params)
+                )
             try:
                 resolved[name] = _check_type(params[name], value, source)
             except ParameterError as e:
@@ -517,10 +598,10 @@ class RunRecord:
 
     chapter: str
     title: str
-    status: str                  # "ok" | "failed"
+    status: str  # "ok" | "failed"
     profile: str
-    parameters: dict[str, Any]   # every parameter's value in this run
-    overrides: dict[str, Any]    # what differed from the notebook defaults
+    parameters: dict[str, Any]  # every parameter's value in this run
+    overrides: dict[str, Any]  # what differed from the notebook defaults
     device: str
     versions: dict[str, str]
     started: str
@@ -628,12 +709,26 @@ def _mb(nbytes: int | None) -> float | None:
 
 #: Schema version of the verification records.
 VERIFIED_SCHEMA = 1
-_VERIFIED_FIELDS = {"schema": int, "chapter": str, "title": str, "profile": str, "status": str,
-                    "parameters": dict, "device": str, "versions": dict, "started": str,
-                    "finished": str, "seconds": (int, float), "peak_rss_mb": (int, float),
-                    "device_peak_mb": (int, float, type(None)), "checks": list,
-                    "checks_passed": int, "checks_total": int, "error": (dict, type(None)),
-                    "notebook_sha256": str}
+_VERIFIED_FIELDS = {
+    "schema": int,
+    "chapter": str,
+    "title": str,
+    "profile": str,
+    "status": str,
+    "parameters": dict,
+    "device": str,
+    "versions": dict,
+    "started": str,
+    "finished": str,
+    "seconds": (int, float),
+    "peak_rss_mb": (int, float),
+    "device_peak_mb": (int, float, type(None)),
+    "checks": list,
+    "checks_passed": int,
+    "checks_total": int,
+    "error": (dict, type(None)),
+    "notebook_sha256": str,
+}
 
 
 def verification_path(root: Path, chapter: Chapter, profile: str) -> Path:
@@ -645,23 +740,43 @@ def verification_path(root: Path, chapter: Chapter, profile: str) -> Path:
       profile: ``"full"`` or ``"shape"``.
     """
     if profile not in RECORDED_PROFILES:
-        raise RunnerError(f"profile must be one of {', '.join(RECORDED_PROFILES)} for a "
-                          f"verification record, got {profile!r}")
+        raise RunnerError(
+            f"profile must be one of {', '.join(RECORDED_PROFILES)} for a "
+            f"verification record, got {profile!r}"
+        )
     return BuildPaths.default(root).verified / f"{chapter.name}.{profile}.json"
 
 
 def _verification_record(ch: Chapter, rec: RunRecord) -> dict[str, Any]:
     passed = sum(bool(c.get("passed")) for c in rec.checks)
-    return {"schema": VERIFIED_SCHEMA, "chapter": ch.name, "title": rec.title,
-            "profile": rec.profile, "status": rec.status, "parameters": rec.parameters,
-            "device": rec.device, "versions": rec.versions, "started": rec.started,
-            "finished": rec.finished, "seconds": rec.seconds,
-            "peak_rss_mb": rec.peak_mb if rec.peak_mb is not None else 0.0,
-            "device_peak_mb": rec.device_peak_mb, "checks": rec.checks,
-            "checks_passed": passed, "checks_total": len(rec.checks),
-            "error": ({k: rec.error.get(k) for k in ("type", "ename", "evalue", "cell")
-                       if rec.error.get(k) is not None} if rec.error else None),
-            "notebook_sha256": _nb_hash(ch.path)}
+    return {
+        "schema": VERIFIED_SCHEMA,
+        "chapter": ch.name,
+        "title": rec.title,
+        "profile": rec.profile,
+        "status": rec.status,
+        "parameters": rec.parameters,
+        "device": rec.device,
+        "versions": rec.versions,
+        "started": rec.started,
+        "finished": rec.finished,
+        "seconds": rec.seconds,
+        "peak_rss_mb": rec.peak_mb if rec.peak_mb is not None else 0.0,
+        "device_peak_mb": rec.device_peak_mb,
+        "checks": rec.checks,
+        "checks_passed": passed,
+        "checks_total": len(rec.checks),
+        "error": (
+            {
+                k: rec.error.get(k)
+                for k in ("type", "ename", "evalue", "cell")
+                if rec.error.get(k) is not None
+            }
+            if rec.error
+            else None
+        ),
+        "notebook_sha256": _nb_hash(ch.path),
+    }
 
 
 def load_verification(path: Path) -> dict[str, Any]:
@@ -681,21 +796,30 @@ def load_verification(path: Path) -> dict[str, Any]:
         if name not in data:
             raise RunnerError(f"{path}: verification record lacks the field {name!r}")
         if not isinstance(data[name], types) or (types is int and isinstance(data[name], bool)):
-            raise RunnerError(f"{path}: field {name!r} must be of type "
-                              f"{getattr(types, '__name__', types)}, got {data[name]!r}")
+            raise RunnerError(
+                f"{path}: field {name!r} must be of type "
+                f"{getattr(types, '__name__', types)}, got {data[name]!r}"
+            )
     if data["schema"] != VERIFIED_SCHEMA:
-        raise RunnerError(f"{path}: schema {data['schema']} (this runner reads "
-                          f"{VERIFIED_SCHEMA})")
+        raise RunnerError(f"{path}: schema {data['schema']} (this runner reads {VERIFIED_SCHEMA})")
     if data["profile"] not in RECORDED_PROFILES or data["status"] not in ("ok", "failed"):
-        raise RunnerError(f"{path}: profile must be one of {', '.join(RECORDED_PROFILES)} and "
-                          f"status ok or failed, got {data['profile']!r}, {data['status']!r}")
+        raise RunnerError(
+            f"{path}: profile must be one of {', '.join(RECORDED_PROFILES)} and "
+            f"status ok or failed, got {data['profile']!r}, {data['status']!r}"
+        )
     for c in data["checks"]:
-        if not (isinstance(c, dict) and isinstance(c.get("claim"), str)
-                and isinstance(c.get("passed"), bool) and isinstance(c.get("detail"), str)):
-            raise RunnerError(f"{path}: every check is {{claim: str, passed: bool, detail: "
-                              f"str}}, got {c!r}")
+        if not (
+            isinstance(c, dict)
+            and isinstance(c.get("claim"), str)
+            and isinstance(c.get("passed"), bool)
+            and isinstance(c.get("detail"), str)
+        ):
+            raise RunnerError(
+                f"{path}: every check is {{claim: str, passed: bool, detail: str}}, got {c!r}"
+            )
     if data["checks_total"] != len(data["checks"]) or data["checks_passed"] != sum(
-            c["passed"] for c in data["checks"]):
+        c["passed"] for c in data["checks"]
+    ):
         raise RunnerError(f"{path}: checks_passed/checks_total do not match the checks")
     return data
 
@@ -735,17 +859,23 @@ def _describe_verification(chapter: Chapter, rec: dict[str, Any] | None) -> str:
     if rec is None:
         return "never run"
     state = verification_state(chapter, rec)
-    mem = _fmt_mb(rec["peak_rss_mb"]) + (f", device {_fmt_mb(rec['device_peak_mb'])}"
-                                          if rec["device_peak_mb"] is not None else "")
-    what = (f"{rec['checks_passed']}/{rec['checks_total']} checks; {rec['device']}, "
-            f"{rec['finished'][:10]}, {rec['seconds']:.0f} s, peak {mem}")
+    mem = _fmt_mb(rec["peak_rss_mb"]) + (
+        f", device {_fmt_mb(rec['device_peak_mb'])}" if rec["device_peak_mb"] is not None else ""
+    )
+    what = (
+        f"{rec['checks_passed']}/{rec['checks_total']} checks; {rec['device']}, "
+        f"{rec['finished'][:10]}, {rec['seconds']:.0f} s, peak {mem}"
+    )
     if state == "verified":
         return f"passed: {what}"
     if state == "stale":
         return f"stale (parameters changed since): {what}"
     err = rec.get("error") or {}
-    why = f" ({err.get('ename', err.get('type', ''))} in code cell {err['cell']})" \
-        if err.get("cell") else ""
+    why = (
+        f" ({err.get('ename', err.get('type', ''))} in code cell {err['cell']})"
+        if err.get("cell")
+        else ""
+    )
     return f"FAILED{why}: {what}"
 
 
@@ -757,21 +887,29 @@ def status_table(root: Path, paths: "BuildPaths") -> list[str]:
       root: repository root (``book/verified`` holds the records).
       paths: output locations; this build's run records are read from ``paths.records``.
     """
-    lines = ["| chapter | this build | full profile (paper scale) | shape run (full shapes, "
-             "reduced counts) |", "|---|---|---|---|"]
+    lines = [
+        "| chapter | this build | full profile (paper scale) | shape run (full shapes, "
+        "reduced counts) |",
+        "|---|---|---|---|",
+    ]
     for ch in chapters(root):
         p = paths.records / f"{ch.name}.json"
         r = RunRecord.load(p) if p.is_file() else None
-        build = (f"{r.status}: {r.profile}, {r.seconds:.0f} s, peak {_fmt_mb(r.peak_mb)}"
-                 if r is not None else "not run")
+        build = (
+            f"{r.status}: {r.profile}, {r.seconds:.0f} s, peak {_fmt_mb(r.peak_mb)}"
+            if r is not None
+            else "not run"
+        )
         ver = _verifications(root, ch)
         full = ver.get("full")
-        full_cell = (_describe_verification(ch, full) if full is not None
-                     else "never run at paper scale")
+        full_cell = (
+            _describe_verification(ch, full) if full is not None else "never run at paper scale"
+        )
         shape = ver.get("shape")
         shape_cell = _describe_verification(ch, shape) if shape is not None else "never run"
-        lines.append(f"| [{_title(ch.path)}]({ch.name}.ipynb) | {build} | {full_cell} | "
-                     f"{shape_cell} |")
+        lines.append(
+            f"| [{_title(ch.path)}]({ch.name}.ipynb) | {build} | {full_cell} | {shape_cell} |"
+        )
     return lines
 
 
@@ -805,8 +943,11 @@ def cache_key(chapter: Chapter, params: dict[str, Any], src_hash: str) -> str:
       params: the parameters injected by the runner.
       src_hash: hash of the ``ntklit`` package source.
     """
-    payload = json.dumps({"nb": _nb_hash(chapter.path), "params": params, "ntklit": src_hash},
-                         sort_keys=True, default=str)
+    payload = json.dumps(
+        {"nb": _nb_hash(chapter.path), "params": params, "ntklit": src_hash},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -815,8 +956,18 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for dist in ("jax", "jaxlib", "neural-tangents", "numpy", "scipy", "sympy", "matplotlib",
-                 "papermill", "jupyter-book", "ntklit"):
+    for dist in (
+        "jax",
+        "jaxlib",
+        "neural-tangents",
+        "numpy",
+        "scipy",
+        "sympy",
+        "matplotlib",
+        "papermill",
+        "jupyter-book",
+        "ntklit",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -866,14 +1017,21 @@ def _error_info(exc: BaseException, failed_nb: Path) -> dict[str, Any]:
     info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc).strip()[:4000]}
     ename = getattr(exc, "ename", None)
     if ename is not None:
-        info.update(ename=ename, evalue=getattr(exc, "evalue", ""),
-                    traceback="\n".join(getattr(exc, "traceback", []) or []))
+        info.update(
+            ename=ename,
+            evalue=getattr(exc, "evalue", ""),
+            traceback="\n".join(getattr(exc, "traceback", []) or []),
+        )
         # papermill records the failing cell's execution_count; find it in the output copy.
         try:
             nb = json.loads(failed_nb.read_text())
             # Number code cells as in the source notebook (skip papermill's injected cell).
-            code_cells = [c for c in nb["cells"] if c["cell_type"] == "code" and
-                          _INJECTED not in c.get("metadata", {}).get("tags", [])]
+            code_cells = [
+                c
+                for c in nb["cells"]
+                if c["cell_type"] == "code"
+                and _INJECTED not in c.get("metadata", {}).get("tags", [])
+            ]
             for i, c in enumerate(code_cells):
                 if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
                     src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
@@ -926,6 +1084,7 @@ def _kernel_manager_class(log: Path, ipc_dir: str | None = None) -> type:
 
     class ChapterKernelManager(AsyncKernelManager):
         if ipc_dir is not None:
+
             @default("transport")
             def _default_transport(self):
                 return "ipc"
@@ -951,10 +1110,18 @@ def _strip_ansi(s: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", s)
 
 
-def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto",
-                 overrides: dict[str, Any] | None = None, force: bool = False,
-                 paths: BuildPaths | None = None, fail_fast: bool = False,
-                 log_output: bool = False, progress: bool = True) -> list[RunRecord]:
+def run_chapters(
+    root: Path,
+    names: Sequence[str] = (),
+    *,
+    profile: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+    paths: BuildPaths | None = None,
+    fail_fast: bool = False,
+    log_output: bool = False,
+    progress: bool = True,
+) -> list[RunRecord]:
     """Execute chapters with papermill.
 
     Args:
@@ -1012,15 +1179,23 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
         if not force and rec_path.is_file() and out_nb.is_file():
             old = RunRecord.load(rec_path)
             if old.status == "ok" and old.cache_key == key:
-                _log(f"[{i}/{total}] {ch.name}: unchanged since {old.finished}, skipped "
-                     f"(took {old.seconds:.1f} s; --force re-runs it)")
+                _log(
+                    f"[{i}/{total}] {ch.name}: unchanged since {old.finished}, skipped "
+                    f"(took {old.seconds:.1f} s; --force re-runs it)"
+                )
                 records.append(old)
                 continue
         defaults = {n: p.default for n, p in read_parameters(ch.path).items()}
         all_params = {**defaults, **inject}
-        _log(f"[{i}/{total}] {ch.name} ({prof} profile"
-             + (f"; {', '.join(f'{k}={v!r}' for k, v in inject.items() if k != 'profile')}"
-                if len(inject) > 1 else "") + ") ...")
+        _log(
+            f"[{i}/{total}] {ch.name} ({prof} profile"
+            + (
+                f"; {', '.join(f'{k}={v!r}' for k, v in inject.items() if k != 'profile')}"
+                if len(inject) > 1
+                else ""
+            )
+            + ") ..."
+        )
         tmp_nb = paths.failed / f"{ch.name}.running.ipynb"
         kernel_log = paths.records / f"{ch.name}.kernel.log"
         kernel_log.unlink(missing_ok=True)
@@ -1033,12 +1208,17 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
         ipc_dir = _ipc_dir()
         try:
             with _PeakRSS() as rss:
-                pm.execute_notebook(str(ch.path), str(tmp_nb), parameters=inject,
-                                    kernel_name="python3", progress_bar=progress,
-                                    log_output=log_output, cwd=str(ch.path.parent),
-                                    report_mode=False,
-                                    kernel_manager_class=_kernel_manager_class(kernel_log,
-                                                                               ipc_dir))
+                pm.execute_notebook(
+                    str(ch.path),
+                    str(tmp_nb),
+                    parameters=inject,
+                    kernel_name="python3",
+                    progress_bar=progress,
+                    log_output=log_output,
+                    cwd=str(ch.path.parent),
+                    report_mode=False,
+                    kernel_manager_class=_kernel_manager_class(kernel_log, ipc_dir),
+                )
         except Exception as exc:  # papermill raises PapermillExecutionError and others
             status = "failed"
             error = _error_info(exc, tmp_nb)
@@ -1052,12 +1232,25 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
         seconds = time.perf_counter() - t0
         found, memory = _read_checks_file(checks_file)
         checks_file.unlink(missing_ok=True)
-        rec = RunRecord(chapter=ch.name, title=_title(ch.path), status=status, profile=prof,
-                        parameters=all_params, overrides=inject, device=device,
-                        versions=versions, started=started, finished=_now(),
-                        seconds=round(seconds, 2), cache_key=key, error=error,
-                        peak_rss_mb=_mb(rss.peak), kernel_peak_rss_mb=_mb(memory.get("rss_bytes")),
-                        device_peak_mb=_mb(memory.get("device_bytes")), checks=found)
+        rec = RunRecord(
+            chapter=ch.name,
+            title=_title(ch.path),
+            status=status,
+            profile=prof,
+            parameters=all_params,
+            overrides=inject,
+            device=device,
+            versions=versions,
+            started=started,
+            finished=_now(),
+            seconds=round(seconds, 2),
+            cache_key=key,
+            error=error,
+            peak_rss_mb=_mb(rss.peak),
+            kernel_peak_rss_mb=_mb(memory.get("rss_bytes")),
+            device_peak_mb=_mb(memory.get("device_bytes")),
+            checks=found,
+        )
         if prof in RECORDED_PROFILES and not overrides:
             vpath = verification_path(root, ch, prof)
             _write_json(vpath, _verification_record(ch, rec))
@@ -1065,19 +1258,22 @@ def run_chapters(root: Path, names: Sequence[str] = (), *, profile: str = "auto"
         if status == "ok":
             tmp_nb.replace(out_nb)
             rec.save(rec_path)
-            _log(f"[{i}/{total}] {ch.name}: ok in {seconds:.1f} s, "
-                 f"{sum(c['passed'] for c in found)}/{len(found)} checks passed, "
-                 f"peak memory {_fmt_mb(rec.peak_mb)}")
+            _log(
+                f"[{i}/{total}] {ch.name}: ok in {seconds:.1f} s, "
+                f"{sum(c['passed'] for c in found)}/{len(found)} checks passed, "
+                f"peak memory {_fmt_mb(rec.peak_mb)}"
+            )
         else:
             failed_nb = paths.failed / f"{ch.name}.ipynb"
             if tmp_nb.exists():
                 tmp_nb.replace(failed_nb)
             rec.save(paths.failed / f"{ch.name}.json")
-            cell = (f"code cell {error['cell']}" if error and "cell" in error
-                    else "an unknown cell")
-            msg = (f"chapter {ch.name} failed in {cell}: "
-                   f"{error.get('ename', error['type'])}: "
-                   f"{error.get('evalue', error['message'])}")
+            cell = f"code cell {error['cell']}" if error and "cell" in error else "an unknown cell"
+            msg = (
+                f"chapter {ch.name} failed in {cell}: "
+                f"{error.get('ename', error['type'])}: "
+                f"{error.get('evalue', error['message'])}"
+            )
             failures.append(msg)
             _log(f"[{i}/{total}] {ch.name}: FAILED after {seconds:.1f} s\n  {msg}")
             if error.get("traceback"):
@@ -1111,57 +1307,89 @@ def reproducibility_page(root: Path, paths: BuildPaths) -> str:
       root: repository root.
       paths: output locations; records are read from ``paths.records``.
     """
-    lines = ["# Reproducibility", "",
-             "Generated by the runner from the run records of this build and the committed "
-             "verification records in `book/verified/`: for every chapter, whether it has been "
-             "run at paper scale, and the profile, parameters, device, package versions, run "
-             "time, memory and status of the run that produced the page.", "",
-             "## Status", "",
-             "A claim of the book counts as reproduced only where its chapter's **full** "
-             "profile (paper scale) has run to the end with every check passing. The **shape** "
-             "run executes the full profile's shapes (widths, depths, N, m, image sizes) with "
-             "reduced counts (seeds, networks, samples, steps) and check tolerances derived "
-             "from those counts, so what depends on size (precision, overflow, memory, compile "
-             "time) is tested on a CPU in minutes. A record whose parameters differ from the "
-             "chapter's current profile is shown as stale. Peak memory is the host RSS of the "
-             "runner and kernel processes (and the accelerator's peak, where there is one).",
-             "", *status_table(root, paths), ""]
+    lines = [
+        "# Reproducibility",
+        "",
+        "Generated by the runner from the run records of this build and the committed "
+        "verification records in `book/verified/`: for every chapter, whether it has been "
+        "run at paper scale, and the profile, parameters, device, package versions, run "
+        "time, memory and status of the run that produced the page.",
+        "",
+        "## Status",
+        "",
+        "A claim of the book counts as reproduced only where its chapter's **full** "
+        "profile (paper scale) has run to the end with every check passing. The **shape** "
+        "run executes the full profile's shapes (widths, depths, N, m, image sizes) with "
+        "reduced counts (seeds, networks, samples, steps) and check tolerances derived "
+        "from those counts, so what depends on size (precision, overflow, memory, compile "
+        "time) is tested on a CPU in minutes. A record whose parameters differ from the "
+        "chapter's current profile is shown as stale. Peak memory is the host RSS of the "
+        "runner and kernel processes (and the accelerator's peak, where there is one).",
+        "",
+        *status_table(root, paths),
+        "",
+    ]
     recs = []
     for ch in chapters(root):
         p = paths.records / f"{ch.name}.json"
         recs.append((ch, RunRecord.load(p) if p.is_file() else None))
-    lines += ["## Chapters of this build", "",
-              "| chapter | status | profile | device | run time | peak memory | checks | "
-              "finished |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Chapters of this build",
+        "",
+        "| chapter | status | profile | device | run time | peak memory | checks | finished |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for ch, r in recs:
         if r is None:
             lines.append(f"| {ch.name} | not run | | | | | | |")
         else:
             passed = sum(bool(c.get("passed")) for c in r.checks)
-            lines.append(f"| [{r.title}]({ch.name}.ipynb) | {r.status} | {r.profile} | "
-                         f"{r.device} | {r.seconds:.1f} s | {_fmt_mb(r.peak_mb)} | "
-                         f"{passed}/{len(r.checks)} | {r.finished} |")
+            lines.append(
+                f"| [{r.title}]({ch.name}.ipynb) | {r.status} | {r.profile} | "
+                f"{r.device} | {r.seconds:.1f} s | {_fmt_mb(r.peak_mb)} | "
+                f"{passed}/{len(r.checks)} | {r.finished} |"
+            )
     total = sum(r.seconds for _, r in recs if r is not None)
     lines += ["", f"Total execution time: {total:.1f} s.", ""]
     for ch, r in recs:
         if r is None:
             continue
-        lines += [f"### {r.title}", "",
-                  f"Profile `{r.profile}`, {r.device}, {r.seconds:.1f} s, "
-                  f"started {r.started}, status **{r.status}**.", "",
-                  "| parameter | value | set by |", "|---|---|---|"]
+        lines += [
+            f"### {r.title}",
+            "",
+            f"Profile `{r.profile}`, {r.device}, {r.seconds:.1f} s, "
+            f"started {r.started}, status **{r.status}**.",
+            "",
+            "| parameter | value | set by |",
+            "|---|---|---|",
+        ]
         for name, value in r.parameters.items():
-            src = ("runner" if name == "profile" else
-                   "profile / -p" if name in r.overrides else "default")
+            src = (
+                "runner"
+                if name == "profile"
+                else "profile / -p"
+                if name in r.overrides
+                else "default"
+            )
             lines.append(f"| `{name}` | `{_fmt_value(value)}` | {src} |")
         lines.append("")
     versions = next((r.versions for _, r in recs if r is not None), package_versions())
-    lines += ["## Environment", "",
-              f"Operating system: {platform.platform()}; processor: {platform.machine()}, "
-              f"{os.cpu_count()} cores.", "", "| package | version |", "|---|---|"]
+    lines += [
+        "## Environment",
+        "",
+        f"Operating system: {platform.platform()}; processor: {platform.machine()}, "
+        f"{os.cpu_count()} cores.",
+        "",
+        "| package | version |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in versions.items()]
-    lines += ["", "Re-run any chapter with the same parameters with "
-              "`python -m ntklit run CHAPTER -p name=value` (see the introduction).", ""]
+    lines += [
+        "",
+        "Re-run any chapter with the same parameters with "
+        "`python -m ntklit run CHAPTER -p name=value` (see the introduction).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -1196,11 +1424,15 @@ def performance_page(root: Path, paths: BuildPaths) -> str:
     with the measured values) and ``results`` (a list of flat records, as a table collapsed
     under the figures). Other keys are shown verbatim.
     """
-    lines = ["# Performance", "",
-             "Generated from the benchmark results files in `benchmarks/results/`. Each was "
-             "written by one run of the benchmark script named with it, on the device and date "
-             "shown; ratios within one file were measured in the same run. Re-run a benchmark "
-             "with the command shown to measure your own machine.", ""]
+    lines = [
+        "# Performance",
+        "",
+        "Generated from the benchmark results files in `benchmarks/results/`. Each was "
+        "written by one run of the benchmark script named with it, on the device and date "
+        "shown; ratios within one file were measured in the same run. Re-run a benchmark "
+        "with the command shown to measure your own machine.",
+        "",
+    ]
     files = sorted((root / "benchmarks" / "results").glob("*.json"))
     if not files:
         lines += ["No benchmark results have been recorded yet.", ""]
@@ -1210,14 +1442,19 @@ def performance_page(root: Path, paths: BuildPaths) -> str:
             data = json.loads(f.read_text())
         except json.JSONDecodeError as e:
             raise RunnerError(f"{f}: not valid JSON ({e})") from e
-        lines += [f"## {data.get('title', f.stem)}", "",
-                  f"File `benchmarks/results/{f.name}`; device: {data.get('device', '?')}; "
-                  f"date: {data.get('date', '?')}."]
+        lines += [
+            f"## {data.get('title', f.stem)}",
+            "",
+            f"File `benchmarks/results/{f.name}`; device: {data.get('device', '?')}; "
+            f"date: {data.get('date', '?')}.",
+        ]
         if data.get("command"):
             lines += ["", f"Command: `{data['command']}`"]
         if data.get("versions"):
-            lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in
-                                                   data["versions"].items()) + "."]
+            lines += [
+                "",
+                "Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
+            ]
         lines.append("")
         if isinstance(data.get("config"), dict):
             lines += ["**Configuration**", ""] + _table([data["config"]]) + [""]
@@ -1225,8 +1462,10 @@ def performance_page(root: Path, paths: BuildPaths) -> str:
         for key in ("summary", "results"):
             val = data.get(key)
             if isinstance(val, dict):
-                val = [{"name": k, **(v if isinstance(v, dict) else {"value": v})}
-                       for k, v in val.items()]
+                val = [
+                    {"name": k, **(v if isinstance(v, dict) else {"value": v})}
+                    for k, v in val.items()
+                ]
             if isinstance(val, list) and val and all(isinstance(r, dict) for r in val):
                 if key == "results":  # the figures show them; the numbers one click away
                     lines += [f":::{{dropdown}} Results table ({len(val)} rows)", ""]
@@ -1295,16 +1534,21 @@ def scorecard_page(root: Path, paths: BuildPaths) -> str:
       root: repository root.
       paths: output locations (run records and executed notebooks are read from there).
     """
-    lines = ["# Scorecard", "",
-             "Every check of this book that reproduces a claim of a paper, generated by the "
-             "runner from this build's run records and the committed paper-scale "
-             "verification records (`book/verified/`). A claim counts as reproduced where its "
-             "**full profile** passed; the build's own value comes from the profile it ran "
-             "(the quick profile on a laptop CPU). The other checks of each chapter (controls, "
-             "closed forms, numerical hygiene) are listed at the end of the chapter and on "
-             "[the reproducibility page](reproducibility.md).", "",
-             "| chapter, section | the paper's claim | this build | full profile (paper scale) "
-             "| result |", "|---|---|---|---|---|"]
+    lines = [
+        "# Scorecard",
+        "",
+        "Every check of this book that reproduces a claim of a paper, generated by the "
+        "runner from this build's run records and the committed paper-scale "
+        "verification records (`book/verified/`). A claim counts as reproduced where its "
+        "**full profile** passed; the build's own value comes from the profile it ran "
+        "(the quick profile on a laptop CPU). The other checks of each chapter (controls, "
+        "closed forms, numerical hygiene) are listed at the end of the chapter and on "
+        "[the reproducibility page](reproducibility.md).",
+        "",
+        "| chapter, section | the paper's claim | this build | full profile (paper scale) "
+        "| result |",
+        "|---|---|---|---|---|",
+    ]
     rows = 0
     for ch in chapters(root):
         rp = paths.records / f"{ch.name}.json"
@@ -1322,26 +1566,37 @@ def scorecard_page(root: Path, paths: BuildPaths) -> str:
             title, hid = sections.get(c.get("cell"), ("", ""))
             where = f"[{_md_cell(rec.title)}]({ch.name}.ipynb)"
             if title:
-                where += f", <a href=\"{ch.name}.html#{hid}\">{_md_cell(title)}</a>"
+                where += f', <a href="{ch.name}.html#{hid}">{_md_cell(title)}</a>'
             if full is None:
                 fcell = "not yet run at paper scale"
             else:
-                same = (fchecks[i] if len(fchecks) == len(rec.checks) else
-                        next((f for f in fchecks if f.get("claim") == c["claim"]), None))
+                same = (
+                    fchecks[i]
+                    if len(fchecks) == len(rec.checks)
+                    else next((f for f in fchecks if f.get("claim") == c["claim"]), None)
+                )
                 if same is None:
                     fcell = f"{state}; no check with this claim in the record"
                 else:
-                    fcell = (("passed" if same["passed"] else "FAILED") + ": "
-                             + _md_cell(same["detail"]))
+                    fcell = (
+                        ("passed" if same["passed"] else "FAILED")
+                        + ": "
+                        + _md_cell(same["detail"])
+                    )
                     if state != "verified":
                         fcell = f"{state} record; {fcell}"
             build = ("pass" if c["passed"] else "FAIL") + f" ({rec.profile})"
-            lines.append(f"| {where} | {_md_cell(c['paper'])} | {_md_cell(c['claim'])}: "
-                         f"{_md_cell(c['detail'])} | {fcell} | {build} |")
+            lines.append(
+                f"| {where} | {_md_cell(c['paper'])} | {_md_cell(c['claim'])}: "
+                f"{_md_cell(c['detail'])} | {fcell} | {build} |"
+            )
             rows += 1
     if not rows:
-        lines += ["", "No check of this build reproduces a paper's claim (run the chapters "
-                  "with the runner first)."]
+        lines += [
+            "",
+            "No check of this build reproduces a paper's claim (run the chapters "
+            "with the runner first).",
+        ]
     return "\n".join(lines + [""])
 
 
@@ -1365,16 +1620,25 @@ def _performance_figures(name: str, data: dict[str, Any], paths: BuildPaths) -> 
         fig.savefig(folder / f"{name}_{i}.png")
         plt.close(fig)
         alt = caption.split(":")[0].replace("`", "")
-        lines += [f"```{{figure}} {PERFORMANCE_FIGURES}/{name}_{i}.png", f":name: perf-{name}-{i}",
-                  f":alt: {alt}", "", caption, "```", ""]
+        lines += [
+            f"```{{figure}} {PERFORMANCE_FIGURES}/{name}_{i}.png",
+            f":name: perf-{name}-{i}",
+            f":alt: {alt}",
+            "",
+            caption,
+            "```",
+            "",
+        ]
     return lines
 
 
 #: Pages written into the staged book at build time (a tracked placeholder with the same name
 #: explains the page to plain ``jupyter-book build .`` users).
-GENERATED_PAGES = {"book/scorecard": scorecard_page,
-                   "book/reproducibility": reproducibility_page,
-                   "book/performance": performance_page}
+GENERATED_PAGES = {
+    "book/scorecard": scorecard_page,
+    "book/reproducibility": reproducibility_page,
+    "book/performance": performance_page,
+}
 
 
 def publishable(nb: dict, root: Path) -> dict:
@@ -1396,8 +1660,11 @@ def publishable(nb: dict, root: Path) -> dict:
       A new notebook dict.
     """
     nb = json.loads(json.dumps(nb))
-    subs = [(str(Path(root).resolve()) + os.sep, ""), (str(Path(root).resolve()), "."),
-            (str(Path.home()) + os.sep, "~" + os.sep)]
+    subs = [
+        (str(Path(root).resolve()) + os.sep, ""),
+        (str(Path(root).resolve()), "."),
+        (str(Path.home()) + os.sep, "~" + os.sep),
+    ]
 
     def scrub(text):
         if isinstance(text, list):
@@ -1470,12 +1737,21 @@ def _stage(root: Path, paths: BuildPaths) -> Path:
         rec_path = paths.records / f"{ch.name}.json"
         note = profile_note(ch, RunRecord.load(rec_path) if rec_path.is_file() else None)
         at = 1 if nb["cells"] and nb["cells"][0]["cell_type"] == "markdown" else 0
-        nb["cells"].insert(at, {"cell_type": "markdown", "id": "ntklit-profile-note",
-                                "metadata": {}, "source": note.splitlines(keepends=True)})
+        nb["cells"].insert(
+            at,
+            {
+                "cell_type": "markdown",
+                "id": "ntklit-profile-note",
+                "metadata": {},
+                "source": note.splitlines(keepends=True),
+            },
+        )
         (stage / f"{ch.docname}.ipynb").write_text(json.dumps(nb, indent=1))
     if missing:
-        raise RunnerError("these chapters have no executed copy; run them first "
-                          f"(python -m ntklit run {' '.join(missing)}): {', '.join(missing)}")
+        raise RunnerError(
+            "these chapters have no executed copy; run them first "
+            f"(python -m ntklit run {' '.join(missing)}): {', '.join(missing)}"
+        )
     for doc, make_page in GENERATED_PAGES.items():
         (stage / f"{doc}.md").write_text(make_page(root, paths))
     return stage
@@ -1500,9 +1776,17 @@ def build_html(root: Path, *, paths: BuildPaths | None = None, strict: bool = Tr
     out = paths.build / "stage-out"
     if out.exists():
         shutil.rmtree(out)
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-           "build", str(stage), "--path-output",
-           str(out), "--builder", "html"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(stage),
+        "--path-output",
+        str(out),
+        "--builder",
+        "html",
+    ]
     if strict:
         cmd += ["-W", "--keep-going"]
     _log("building HTML: jupyter-book " + " ".join(cmd[3:]))
@@ -1511,11 +1795,16 @@ def build_html(root: Path, *, paths: BuildPaths | None = None, strict: bool = Tr
     (paths.build / "build.log").write_text(log)
     new_html = out / "_build" / "html"
     if proc.returncode != 0 or not (new_html / "index.html").is_file():
-        problems = [_strip_ansi(l) for l in log.splitlines()
-                    if "WARNING" in l or "ERROR" in l or "Error" in l]
-        raise RunnerError(f"jupyter-book build failed (exit {proc.returncode}); the last "
-                          f"good HTML in {paths.html} is unchanged. Full log: "
-                          f"{paths.build / 'build.log'}\n" + "\n".join(problems[-60:]))
+        problems = [
+            _strip_ansi(line)
+            for line in log.splitlines()
+            if "WARNING" in line or "ERROR" in line or "Error" in line
+        ]
+        raise RunnerError(
+            f"jupyter-book build failed (exit {proc.returncode}); the last "
+            f"good HTML in {paths.html} is unchanged. Full log: "
+            f"{paths.build / 'build.log'}\n" + "\n".join(problems[-60:])
+        )
     old = paths.build / "html.old"
     if old.exists():
         shutil.rmtree(old)

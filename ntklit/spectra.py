@@ -62,7 +62,7 @@ def _dtanh(h):
 
 
 def _derf(h):  # stax.Erf() is erf(h) (a=1, b=1, c=0)
-    return 2.0 / math.sqrt(math.pi) * jnp.exp(-h ** 2)
+    return 2.0 / math.sqrt(math.pi) * jnp.exp(-(h**2))
 
 
 def _drelu(h):
@@ -73,8 +73,12 @@ def _dlinear(h):
     return jnp.ones_like(h)
 
 
-_ACTIVATIONS = {"relu": jax.nn.relu, "erf": jax.scipy.special.erf, "tanh": jnp.tanh,
-                "linear": lambda h: h}
+_ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "erf": jax.scipy.special.erf,
+    "tanh": jnp.tanh,
+    "linear": lambda h: h,
+}
 
 #: Derivative :math:`\phi'` of each :data:`ntklit.nets.ACTIVATIONS` activation.
 ACTIVATION_DERIVATIVES = {"relu": _drelu, "erf": _derf, "tanh": _dtanh, "linear": _dlinear}
@@ -83,8 +87,10 @@ ACTIVATION_DERIVATIVES = {"relu": _drelu, "erf": _derf, "tanh": _dtanh, "linear"
 def _check_factors(factors) -> jax.Array:
     shape = getattr(factors, "shape", None)
     if shape is None or len(shape) != 3 or shape[1] != shape[2] or shape[0] < 1 or shape[1] < 1:
-        raise ValueError(f"factors must be an array of shape (L, n, n) with L >= 1, n >= 1 "
-                         f"(square factors, factors[0] applied first), got shape {shape}")
+        raise ValueError(
+            f"factors must be an array of shape (L, n, n) with L >= 1, n >= 1 "
+            f"(square factors, factors[0] applied first), got shape {shape}"
+        )
     dt = getattr(factors, "dtype", None)
     if not jnp.issubdtype(dt, jnp.floating):
         raise ValueError(f"factors must have a floating dtype (float64 recommended), got {dt}")
@@ -163,8 +169,10 @@ def _jacobi_rows(d, y, tol, max_sweeps):
     def normalize(d, y):
         nrm = jnp.linalg.norm(y, axis=1)
         ok = nrm > 0
-        return (jnp.where(ok, d + jnp.log(jnp.where(ok, nrm, 1.0)), d),
-                y / jnp.where(ok, nrm, 1.0)[:, None])
+        return (
+            jnp.where(ok, d + jnp.log(jnp.where(ok, nrm, 1.0)), d),
+            y / jnp.where(ok, nrm, 1.0)[:, None],
+        )
 
     def rotate(step, carry):
         d, y, worst = carry
@@ -182,10 +190,10 @@ def _jacobi_rows(d, y, tol, max_sweeps):
         do = cos > tol
         g_safe = jnp.where(do, g, 1.0)
         # zeta = (beta - alpha) / (2 gamma) in units of e^(2 d_big); rz = rho * zeta is finite
-        rz = (rho ** 2 * b_small - a_big) / (2 * g_safe)
-        t_over_rho = jnp.where(rz >= 0, 1.0, -1.0) / (jnp.abs(rz) + jnp.sqrt(rho ** 2 + rz ** 2))
+        rz = (rho**2 * b_small - a_big) / (2 * g_safe)
+        t_over_rho = jnp.where(rz >= 0, 1.0, -1.0) / (jnp.abs(rz) + jnp.sqrt(rho**2 + rz**2))
         t = t_over_rho * rho
-        c = 1.0 / jnp.sqrt(1.0 + t ** 2)
+        c = 1.0 / jnp.sqrt(1.0 + t**2)
         # big row: c y_big - c t rho y_small;  small row: c (t / rho) y_big + c y_small
         coef = jnp.where(big, -c * t * rho, c * t_over_rho)
         c = jnp.where(do, c, 1.0)
@@ -206,9 +214,14 @@ def _jacobi_rows(d, y, tol, max_sweeps):
     return jax.lax.while_loop(not_done, sweep, (d, y, inf, jnp.zeros((), jnp.int32)))
 
 
-def log_singular_values(factors: jax.Array, *, sweeps: int = 3, tol: float | None = None,
-                        max_jacobi_sweeps: int = 30, return_info: bool = False
-                        ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
+def log_singular_values(
+    factors: jax.Array,
+    *,
+    sweeps: int = 3,
+    tol: float | None = None,
+    max_jacobi_sweeps: int = 30,
+    return_info: bool = False,
+) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
     """Natural logs of the singular values of :math:`J = F_L \\cdots F_1`, without forming J.
 
     QR sweeps through the factors in product form, then one-sided Jacobi on the graded
@@ -240,8 +253,10 @@ def log_singular_values(factors: jax.Array, *, sweeps: int = 3, tol: float | Non
     factors = _check_factors(factors)
     sweeps = _validate.integer("sweeps", sweeps, 1)
     if sweeps % 2 == 0:
-        raise ValueError(f"sweeps must be an odd int >= 1 (forward-backward pairs and a final "
-                         f"forward sweep), got {sweeps}")
+        raise ValueError(
+            f"sweeps must be an odd int >= 1 (forward-backward pairs and a final "
+            f"forward sweep), got {sweeps}"
+        )
     max_jacobi_sweeps = _validate.integer("max_jacobi_sweeps", max_jacobi_sweeps, 1)
     return_info = _validate.choice("return_info", return_info, (True, False))
     n, dt = factors.shape[1], factors.dtype
@@ -261,19 +276,30 @@ def log_singular_values(factors: jax.Array, *, sweeps: int = 3, tol: float | Non
     pad = n % 2  # round-robin pairs need an even number of rows: pad with a zero row
     if pad:
         d = jnp.concatenate([d, jnp.zeros(1, dt)])
-        x = jnp.concatenate([jnp.concatenate([x, jnp.zeros((n, 1), dt)], 1),
-                             jnp.zeros((1, n + 1), dt)], 0)
+        x = jnp.concatenate(
+            [jnp.concatenate([x, jnp.zeros((n, 1), dt)], 1), jnp.zeros((1, n + 1), dt)], 0
+        )
     d, y, worst, k = _jacobi_rows(d, x, jnp.asarray(tol, dt), max_jacobi_sweeps)
     log_s = -jnp.sort(-d[:n])  # rows are unit vectors after the last normalization
     if not return_info:
         return log_s
-    info = {"jacobi_sweeps": k, "max_cos": worst,
-            "converged": (worst <= tol) & jnp.all(jnp.isfinite(log_s))}
+    info = {
+        "jacobi_sweeps": k,
+        "max_cos": worst,
+        "converged": (worst <= tol) & jnp.all(jnp.isfinite(log_s)),
+    }
     return log_s, info
 
 
-def fcn_jacobian_factors(params: Any, x: jax.Array, *, activation: str, W_std: float,
-                         b_std: float = 0.0, parameterization: str = "ntk") -> jax.Array:
+def fcn_jacobian_factors(
+    params: Any,
+    x: jax.Array,
+    *,
+    activation: str,
+    W_std: float,
+    b_std: float = 0.0,
+    parameterization: str = "ntk",
+) -> jax.Array:
     """The per-layer Jacobian factors of a :func:`ntklit.nets.fcn` network at one input.
 
     For ``nets.fcn(depth, n, out_dim=n, activation=..., W_std=..., b_std=...)`` in NTK
@@ -309,9 +335,11 @@ def fcn_jacobian_factors(params: Any, x: jax.Array, *, activation: str, W_std: f
     W_std = _validate.real("W_std", W_std, positive=True)
     b_std = _validate.real("b_std", b_std, positive=False)
     if not isinstance(params, (list, tuple)) or len(params) % 2 != 1:
-        raise ValueError("params must be the list of an nets.fcn network (Dense, activation, "
-                         f"..., Dense entries: odd length), got {type(params).__name__}"
-                         + (f" of length {len(params)}" if hasattr(params, "__len__") else ""))
+        raise ValueError(
+            "params must be the list of an nets.fcn network (Dense, activation, "
+            f"..., Dense entries: odd length), got {type(params).__name__}"
+            + (f" of length {len(params)}" if hasattr(params, "__len__") else "")
+        )
     dense = list(params[::2])
     ws, bs = [], []
     for i, layer in enumerate(dense):
@@ -319,23 +347,28 @@ def fcn_jacobian_factors(params: Any, x: jax.Array, *, activation: str, W_std: f
             raise ValueError(f"params[{2 * i}] must be a Dense layer's (W, b), got {layer!r}")
         w, b = layer
         if getattr(w, "ndim", None) != 2 or w.shape[0] != w.shape[1]:
-            raise ValueError(f"params[{2 * i}] weight must be square (n, n) (use "
-                             f"nets.fcn(depth, n, out_dim=n)), got shape {getattr(w, 'shape', None)}")
+            raise ValueError(
+                f"params[{2 * i}] weight must be square (n, n) (use "
+                f"nets.fcn(depth, n, out_dim=n)), got shape {getattr(w, 'shape', None)}"
+            )
         ws.append(w)
         bs.append(b)
     n = ws[0].shape[0]
     if any(w.shape != (n, n) for w in ws):
-        raise ValueError(f"every weight must have shape ({n}, {n}), got "
-                         f"{[tuple(w.shape) for w in ws]}")
+        raise ValueError(
+            f"every weight must have shape ({n}, {n}), got {[tuple(w.shape) for w in ws]}"
+        )
     if getattr(x, "shape", None) != (n,):
-        raise ValueError(f"x must have shape ({n},) (one input of the network), got "
-                         f"{getattr(x, 'shape', None)}")
+        raise ValueError(
+            f"x must have shape ({n},) (one input of the network), got {getattr(x, 'shape', None)}"
+        )
     dphi = ACTIVATION_DERIVATIVES[activation]
     standard = parameterization == "standard"
     scale = 1.0 if standard else W_std / math.sqrt(n)
     w_stack = jnp.stack(ws)
-    b_stack = jnp.stack([jnp.zeros((1, n), w_stack.dtype) if b is None else
-                         jnp.reshape(b, (1, n)) for b in bs])
+    b_stack = jnp.stack(
+        [jnp.zeros((1, n), w_stack.dtype) if b is None else jnp.reshape(b, (1, n)) for b in bs]
+    )
     has_b = b_std > 0 and all(b is not None for b in bs)
     bscale = (1.0 if standard else b_std) if has_b else 0.0
 

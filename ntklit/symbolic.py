@@ -41,10 +41,25 @@ import numpy as np
 import sympy as sp
 
 __all__ = [
-    "n", "pairings", "set_partitions", "weingarten_orthogonal", "orthogonal_moment",
-    "gaussian_moment", "index_patterns", "moment_table", "o2_moment", "o3_moment",
-    "monte_carlo_moment", "relative_difference_series", "dot", "contracted_moment",
-    "layer_statistics", "relu_duals", "erf_duals", "duals", "lambdify_duals",
+    "n",
+    "pairings",
+    "set_partitions",
+    "weingarten_orthogonal",
+    "orthogonal_moment",
+    "gaussian_moment",
+    "index_patterns",
+    "moment_table",
+    "o2_moment",
+    "o3_moment",
+    "monte_carlo_moment",
+    "relative_difference_series",
+    "dot",
+    "contracted_moment",
+    "layer_statistics",
+    "relu_duals",
+    "erf_duals",
+    "duals",
+    "lambdify_duals",
     "gaussian_expectation_numeric",
 ]
 
@@ -78,7 +93,7 @@ def pairings(m: int) -> tuple[tuple[tuple[int, int], ...], ...]:
         a, rest = items[0], items[1:]
         out = []
         for i, b in enumerate(rest):
-            for tail in rec(rest[:i] + rest[i + 1:]):
+            for tail in rec(rest[:i] + rest[i + 1 :]):
                 out.append(((a, b),) + tail)
         return out
 
@@ -149,8 +164,9 @@ def weingarten_orthogonal(degree: int) -> tuple[tuple, sp.Matrix]:
 def _check_indices(rows, cols):
     rows, cols = tuple(rows), tuple(cols)
     if len(rows) != len(cols):
-        raise ValueError(f"rows and cols must have the same length, got {len(rows)} and "
-                         f"{len(cols)}")
+        raise ValueError(
+            f"rows and cols must have the same length, got {len(rows)} and {len(cols)}"
+        )
     if len(rows) == 0:
         raise ValueError("rows and cols must be non-empty")
     return rows, cols
@@ -190,8 +206,7 @@ def orthogonal_moment(rows: Sequence, cols: Sequence, n_value=None) -> sp.Expr:
     rows, cols = _check_indices(rows, cols)
     m = len(rows)
     if m > max(_SUPPORTED_DEGREES):
-        raise ValueError(f"degree (len(rows)) must be at most {max(_SUPPORTED_DEGREES)}, "
-                         f"got {m}")
+        raise ValueError(f"degree (len(rows)) must be at most {max(_SUPPORTED_DEGREES)}, got {m}")
     nv = _as_n(n_value)
     if m % 2:
         return sp.Integer(0)
@@ -276,8 +291,17 @@ def moment_table(degree: int = 4, nonzero_only: bool = True) -> list[dict]:
             continue
         diff = sp.factor(sp.cancel(eo - eg))
         rel = sp.factor(sp.cancel(diff * n ** (degree // 2)))
-        out.append({"rows": r, "cols": c, "name": _pattern_name(r, c), "orthogonal": eo,
-                    "gaussian": eg, "difference": diff, "relative_order": _leading_term(rel)})
+        out.append(
+            {
+                "rows": r,
+                "cols": c,
+                "name": _pattern_name(r, c),
+                "orthogonal": eo,
+                "gaussian": eg,
+                "difference": diff,
+                "relative_order": _leading_term(rel),
+            }
+        )
     return out
 
 
@@ -316,15 +340,15 @@ _theta = sp.Symbol("theta", real=True)
 @functools.lru_cache(maxsize=None)
 def _circle_mean(a: int, b: int) -> sp.Rational:
     """Exact mean of cos^a sin^b over the uniform circle."""
-    return sp.integrate(sp.cos(_theta) ** a * sp.sin(_theta) ** b,
-                        (_theta, 0, 2 * sp.pi)) / (2 * sp.pi)
+    return sp.integrate(sp.cos(_theta) ** a * sp.sin(_theta) ** b, (_theta, 0, 2 * sp.pi)) / (
+        2 * sp.pi
+    )
 
 
 @functools.lru_cache(maxsize=None)
 def _beta_mean(a: int, b: int) -> sp.Rational:
     """Exact mean of cos^a sin^b over [0, pi] with density sin/2 (the Euler angle beta)."""
-    return sp.integrate(sp.cos(_theta) ** a * sp.sin(_theta) ** (b + 1),
-                        (_theta, 0, sp.pi)) / 2
+    return sp.integrate(sp.cos(_theta) ** a * sp.sin(_theta) ** (b + 1), (_theta, 0, sp.pi)) / 2
 
 
 def _poly_mean(expr, gens, means):
@@ -411,8 +435,9 @@ def _haar_samples(n_value: int, num_samples: int, seed: int) -> np.ndarray:
     return Os
 
 
-def monte_carlo_moment(rows: Sequence[int], cols: Sequence[int], n_value: int,
-                       num_samples: int, seed: int = 0) -> tuple[float, float]:
+def monte_carlo_moment(
+    rows: Sequence[int], cols: Sequence[int], n_value: int, num_samples: int, seed: int = 0
+) -> tuple[float, float]:
     """Monte Carlo estimate of a Haar-orthogonal moment with its standard error.
 
     Samples come from ``scipy.stats.ortho_group`` (an implementation independent of
@@ -449,8 +474,14 @@ def dot(a: str, b: str) -> sp.Symbol:
     return sp.Symbol(f"q_{{{a}{b}}}", real=True)
 
 
-def contracted_moment(ensemble: str, rows: Sequence[str], vectors: Sequence[str], *,
-                      fixed: Sequence[str] = (), n_value=None) -> sp.Expr:
+def contracted_moment(
+    ensemble: str,
+    rows: Sequence[str],
+    vectors: Sequence[str],
+    *,
+    fixed: Sequence[str] = (),
+    n_value=None,
+) -> sp.Expr:
     """Expectation of a product of weight entries contracted with vectors, for symbolic n.
 
     Computes
@@ -482,8 +513,10 @@ def contracted_moment(ensemble: str, rows: Sequence[str], vectors: Sequence[str]
         raise ValueError(f"ensemble must be one of {_ENSEMBLES}, got {ensemble!r}")
     rows, vectors = tuple(rows), tuple(vectors)
     if len(rows) != len(vectors) or not rows:
-        raise ValueError(f"rows and vectors must be non-empty and of equal length, got "
-                         f"{len(rows)} and {len(vectors)}")
+        raise ValueError(
+            f"rows and vectors must be non-empty and of equal length, got "
+            f"{len(rows)} and {len(vectors)}"
+        )
     if not set(fixed) <= set(rows):
         raise ValueError(f"fixed labels {tuple(fixed)} must appear in rows {rows}")
     m = len(rows)
@@ -514,7 +547,7 @@ def contracted_moment(ensemble: str, rows: Sequence[str], vectors: Sequence[str]
                 return sp.Integer(0)
             if nfixed == 0:
                 free += 1
-        return nv ** free
+        return nv**free
 
     def col_factor(q):
         return sp.Mul(*[dot(vectors[a], vectors[b]) for a, b in q])
@@ -569,25 +602,26 @@ def layer_statistics(ensemble: str) -> dict[str, sp.Expr]:
     qxx, qxy, qyy = dot("x", "x"), dot("x", "y"), dot("y", "y")
     cm = functools.partial(contracted_moment, ensemble)
     # E[u_i(x) u_k(y)] = E[W_i. phi W_k. phi'] / n
-    cov_same = sigma_w ** 2 * cm(("i", "i"), ("x", "y"), fixed=("i",)) / n + sigma_b ** 2
-    cov_diff = sigma_w ** 2 * cm(("i", "k"), ("x", "y"), fixed=("i", "k")) / n
+    cov_same = sigma_w**2 * cm(("i", "i"), ("x", "y"), fixed=("i",)) / n + sigma_b**2
+    cov_diff = sigma_w**2 * cm(("i", "k"), ("x", "y"), fixed=("i", "k")) / n
     # sum_i u_i u'_i : mean and second moment
     m1 = cm(("i", "i"), ("x", "y")) / n
-    m2 = cm(("i", "i", "k", "k"), ("x", "y", "x", "y")) / n ** 2
-    var_uu = sp.factor(sp.cancel(m2 - m1 ** 2))
-    var_sum = (sigma_w ** 4 * var_uu + sigma_w ** 2 * sigma_b ** 2 * (qxx + 2 * qxy + qyy)
-               + 2 * n * sigma_b ** 4)
-    var_qhat = sp.factor(sp.cancel(var_sum / n ** 2))
+    m2 = cm(("i", "i", "k", "k"), ("x", "y", "x", "y")) / n**2
+    var_uu = sp.factor(sp.cancel(m2 - m1**2))
+    var_sum = (
+        sigma_w**4 * var_uu + sigma_w**2 * sigma_b**2 * (qxx + 2 * qxy + qyy) + 2 * n * sigma_b**4
+    )
+    var_qhat = sp.factor(sp.cancel(var_sum / n**2))
     e2 = cm(("i", "i"), ("x", "x"), fixed=("i",)) / n
-    e4 = cm(("i",) * 4, ("x",) * 4, fixed=("i",)) / n ** 2
-    e22 = cm(("i", "i", "k", "k"), ("x",) * 4, fixed=("i", "k")) / n ** 2
+    e4 = cm(("i",) * 4, ("x",) * 4, fixed=("i",)) / n**2
+    e22 = cm(("i", "i", "k", "k"), ("x",) * 4, fixed=("i", "k")) / n**2
     return {
         "cov_same": sp.factor(sp.cancel(cov_same)),
         "cov_diff": sp.factor(sp.cancel(cov_diff)),
         "var_sum_uu": var_uu,
         "var_qhat": var_qhat,
-        "excess_kurtosis": sp.factor(sp.cancel(e4 / e2 ** 2 - 3)),
-        "unit_correlation": sp.factor(sp.cancel((e22 - e2 ** 2) / e2 ** 2)),
+        "excess_kurtosis": sp.factor(sp.cancel(e4 / e2**2 - 3)),
+        "unit_correlation": sp.factor(sp.cancel((e22 - e2**2) / e2**2)),
     }
 
 
@@ -617,8 +651,8 @@ def relu_duals() -> dict[str, sp.Expr]:
     a = sp.Symbol("alpha", real=True)
     r = sp.Symbol("r", positive=True)
     th = sp.Symbol("theta", real=True)
-    radial1 = sp.integrate(r ** 3 * sp.exp(-r ** 2 / 2), (r, 0, sp.oo))  # = 2
-    radial0 = sp.integrate(r * sp.exp(-r ** 2 / 2), (r, 0, sp.oo))  # = 1
+    radial1 = sp.integrate(r**3 * sp.exp(-(r**2) / 2), (r, 0, sp.oo))  # = 2
+    radial0 = sp.integrate(r * sp.exp(-(r**2) / 2), (r, 0, sp.oo))  # = 1
     ang1 = sp.integrate(sp.cos(a) * sp.cos(a - th), (a, th - sp.pi / 2, sp.pi / 2))
     ang0 = sp.integrate(sp.Integer(1), (a, th - sp.pi / 2, sp.pi / 2))
     k_theta = sp.simplify(radial1 * ang1 / (2 * sp.pi))
@@ -626,8 +660,12 @@ def relu_duals() -> dict[str, sp.Expr]:
     theta_q = sp.acos(q12 / sp.sqrt(q1 * q2))
     k = sp.sqrt(q1 * q2) * k_theta.subs(th, theta_q)
     kdot = kdot_theta.subs(th, theta_q)
-    return {"k": sp.simplify(k), "kdot": sp.simplify(kdot), "k_theta": k_theta,
-            "kdot_theta": kdot_theta}
+    return {
+        "k": sp.simplify(k),
+        "kdot": sp.simplify(kdot),
+        "k_theta": k_theta,
+        "kdot_theta": kdot_theta,
+    }
 
 
 @functools.lru_cache(maxsize=None)
@@ -654,9 +692,9 @@ def erf_duals() -> dict[str, sp.Expr]:
     scale = sp.sqrt((1 + 2 * q1) * (1 + 2 * q2))
     # int_0^{q12} kdot(t) dt with t = scale * s / 2: kdot dt = 2 / (pi sqrt(1 - s^2)) ds
     integrand_s = kdot.subs(q12, scale * s / 2) * scale / 2
-    canonical = 2 / (sp.pi * sp.sqrt(1 - s ** 2))
+    canonical = 2 / (sp.pi * sp.sqrt(1 - s**2))
     # both are positive on (-1, 1); equal squares prove the substitution step exactly
-    if sp.simplify(sp.expand(integrand_s ** 2) - canonical ** 2) != 0:  # pragma: no cover
+    if sp.simplify(sp.expand(integrand_s**2) - canonical**2) != 0:  # pragma: no cover
         raise AssertionError("substitution step of the erf dual failed")
     k = sp.integrate(canonical, (s, 0, rho)).subs(rho, 2 * q12 / scale)
     return {"k": k, "kdot": kdot}
@@ -698,12 +736,15 @@ def lambdify_duals(activation: str):
             return kdt(t) + 0.0 * t
 
         return k, kdot
-    return (sp.lambdify((q1, q2, q12), d["k"], "numpy"),
-            sp.lambdify((q1, q2, q12), d["kdot"], "numpy"))
+    return (
+        sp.lambdify((q1, q2, q12), d["k"], "numpy"),
+        sp.lambdify((q1, q2, q12), d["kdot"], "numpy"),
+    )
 
 
-def gaussian_expectation_numeric(f, g, q1_: float, q2_: float, q12_: float, *,
-                                 method: str = "quad") -> float:
+def gaussian_expectation_numeric(
+    f, g, q1_: float, q2_: float, q12_: float, *, method: str = "quad"
+) -> float:
     """Float64 :math:`\\mathbb E[f(u) g(v)]` for :math:`(u, v) \\sim N(0, [[q_1, q_{12}],
     [q_{12}, q_2]])`, by numerical integration (independent of any closed form).
 
@@ -726,7 +767,7 @@ def gaussian_expectation_numeric(f, g, q1_: float, q2_: float, q12_: float, *,
 
     if method not in ("quad", "hermite"):
         raise ValueError(f"method must be 'quad' or 'hermite', got {method!r}")
-    if not (q1_ > 0 and q2_ > 0) or q12_ ** 2 > q1_ * q2_ * (1 + 1e-12):
+    if not (q1_ > 0 and q2_ > 0) or q12_**2 > q1_ * q2_ * (1 + 1e-12):
         raise ValueError(f"need q1 > 0, q2 > 0 and q12^2 <= q1 q2, got {(q1_, q2_, q12_)}")
     a = q12_ / np.sqrt(q1_)
     b = np.sqrt(max(q2_ - a * a, 0.0))

@@ -119,8 +119,12 @@ def _weights(params) -> list:
 
     def walk(node):
         if isinstance(node, (tuple, list)):
-            if (len(node) == 2 and hasattr(node[0], "ndim") and node[0].ndim >= 2
-                    and (node[1] is None or hasattr(node[1], "ndim"))):
+            if (
+                len(node) == 2
+                and hasattr(node[0], "ndim")
+                and node[0].ndim >= 2
+                and (node[1] is None or hasattr(node[1], "ndim"))
+            ):
                 found.append(node[0])
                 return
             for child in node:
@@ -178,7 +182,7 @@ def _loss_value(kind, f, y):
 
 def _rel_change(new, old):
     num = jnp.sqrt(jnp.sum((new - old) ** 2))
-    return num / jnp.maximum(jnp.sqrt(jnp.sum(old ** 2)), jnp.finfo(old.dtype).tiny)
+    return num / jnp.maximum(jnp.sqrt(jnp.sum(old**2)), jnp.finfo(old.dtype).tiny)
 
 
 def _tree_where(c, a, b):
@@ -186,8 +190,19 @@ def _tree_where(c, a, b):
 
 
 @functools.lru_cache(maxsize=32)
-def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every,
-              stop_at_target, target_v, max_loss_v, vectorize):
+def _programs(
+    apply_fn,
+    ntk_fn,
+    loss,
+    batch_size,
+    momentum,
+    center,
+    record_every,
+    stop_at_target,
+    target_v,
+    max_loss_v,
+    vectorize,
+):
     """The compiled programs ``(start, run, ntk)``, vmapped over runs if ``vectorize``.
 
     ``run`` trains from one record to a later one in a single call (no host round trip per
@@ -202,12 +217,16 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
 
     def init_run(params, key, D):
         f0 = (lambda x: apply_fn(params, x)) if center else (lambda x: jnp.zeros(()))
-        return {"params": params, "params0": params, "opt": tx.init(params),
-                "active": jnp.array(True), "div_step": jnp.array(-1, jnp.int32),
-                "tgt_step": jnp.array(-1, jnp.int32),
-                "f0": {"train": f0(D["x_train"]), "eval": f0(D["x_eval"]),
-                       "test": f0(D["x_test"])},
-                "key": jax.random.fold_in(key, 1)}
+        return {
+            "params": params,
+            "params0": params,
+            "opt": tx.init(params),
+            "active": jnp.array(True),
+            "div_step": jnp.array(-1, jnp.int32),
+            "tgt_step": jnp.array(-1, jnp.int32),
+            "f0": {"train": f0(D["x_train"]), "eval": f0(D["x_eval"]), "test": f0(D["x_test"])},
+            "key": jax.random.fold_in(key, 1),
+        }
 
     def out(st, params, x, which):
         return apply_fn(params, x) - st["f0"][which]
@@ -217,10 +236,15 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
         fe = out(st, p, D["x_eval"], "eval")
         ft = out(st, p, D["x_test"], "test")
         w = [_rel_change(a, b) for a, b in zip(_weights(p), _weights(st["params0"]))]
-        return {"loss": _loss_value(loss, fe, D["y_eval"]), "acc": _accuracy(fe, D["y_eval"]),
-                "test_loss": _loss_value(loss, ft, D["y_test"]),
-                "test_acc": _accuracy(ft, D["y_test"]),
-                "w": jnp.stack(w), "f_eval": fe, "f_test": ft}
+        return {
+            "loss": _loss_value(loss, fe, D["y_eval"]),
+            "acc": _accuracy(fe, D["y_eval"]),
+            "test_loss": _loss_value(loss, ft, D["y_test"]),
+            "test_acc": _accuracy(ft, D["y_test"]),
+            "w": jnp.stack(w),
+            "f_eval": fe,
+            "f_test": ft,
+        }
 
     def epoch_perms(st, t0, D):
         """Permutations of the epochs that steps ``t0 .. t0 + record_every - 1`` touch."""
@@ -230,8 +254,9 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
         n_batches = n // batch_size
         n_ep = (record_every - 1) // n_batches + 2
         epochs = t0 // n_batches + jnp.arange(n_ep)
-        return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(st["key"], e), n)
-                        )(epochs)
+        return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(st["key"], e), n))(
+            epochs
+        )
 
     def one_step(st, lr, t, D, perms, t0):
         x_train, y_train = D["x_train"], D["y_train"]
@@ -268,8 +293,9 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
         m = metrics(st, D)
         reached = (m["acc"] >= target_v) & (st["div_step"] < 0)
         st = dict(st)
-        st["tgt_step"] = jnp.where(reached & (st["tgt_step"] < 0), t_now,
-                                   st["tgt_step"]).astype(jnp.int32)
+        st["tgt_step"] = jnp.where(reached & (st["tgt_step"] < 0), t_now, st["tgt_step"]).astype(
+            jnp.int32
+        )
         if stop_at_target:
             st["active"] = st["active"] & ~reached
         return st, m
@@ -298,8 +324,9 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
         record ``r + i`` in row ``i``), the latest outputs and the next record to compute.
         The window has a fixed length so that one compiled program serves every ``steps``."""
         shapes = jax.eval_shape(lambda s: seg(s, lr, 0, D)[1], st)
-        bufs = {k: jnp.zeros((_RECORD_WINDOW,) + shapes[k].shape, shapes[k].dtype)
-                for k in _REC_KEYS}
+        bufs = {
+            k: jnp.zeros((_RECORD_WINDOW,) + shapes[k].shape, shapes[k].dtype) for k in _REC_KEYS
+        }
 
         def cond(c):
             st, _, _, i = c
@@ -320,21 +347,42 @@ def _programs(apply_fn, ntk_fn, loss, batch_size, momentum, center, record_every
     # In the vectorized path ``start`` also takes over the stacked initial parameters (a fresh
     # array per chunk); the one-by-one path passes the cached per-seed parameters, kept.
     if vectorize:
-        return (jax.jit(jax.vmap(start, in_axes=(0, 0, None)), donate_argnums=0),
-                jax.jit(run, donate_argnums=(0, 3)),
-                jax.jit(jax.vmap(ntk_eval, in_axes=(0, None))))
+        return (
+            jax.jit(jax.vmap(start, in_axes=(0, 0, None)), donate_argnums=0),
+            jax.jit(run, donate_argnums=(0, 3)),
+            jax.jit(jax.vmap(ntk_eval, in_axes=(0, None))),
+        )
     return jax.jit(start), jax.jit(run, donate_argnums=(0, 3)), jax.jit(ntk_eval)
 
 
-def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
-          learning_rates: Sequence[float], seeds: Sequence[int], steps: int,
-          loss: str = "mse", batch_size: int | None = None, momentum: float = 0.0,
-          x_test=None, y_test=None, x_eval=None, y_eval=None,
-          record_every: int | None = None, ntk_steps: Sequence[int] = (), x_ntk=None,
-          ntk_fn: Callable | None = None, center: bool = False,
-          target_accuracy: float | None = None, stop_at_target: bool = False,
-          max_loss: float | None = None, chunk_size: int | None = None,
-          vectorize: bool = True, progress: bool = False) -> TrainResult:
+def train(
+    init_fn: Callable,
+    apply_fn: Callable,
+    x_train,
+    y_train,
+    *,
+    learning_rates: Sequence[float],
+    seeds: Sequence[int],
+    steps: int,
+    loss: str = "mse",
+    batch_size: int | None = None,
+    momentum: float = 0.0,
+    x_test=None,
+    y_test=None,
+    x_eval=None,
+    y_eval=None,
+    record_every: int | None = None,
+    ntk_steps: Sequence[int] = (),
+    x_ntk=None,
+    ntk_fn: Callable | None = None,
+    center: bool = False,
+    target_accuracy: float | None = None,
+    stop_at_target: bool = False,
+    max_loss: float | None = None,
+    chunk_size: int | None = None,
+    vectorize: bool = True,
+    progress: bool = False,
+) -> TrainResult:
     """Train a grid of networks over learning rates and seeds.
 
     Args:
@@ -378,16 +426,18 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
     lrs = _as_list("learning_rates", learning_rates, "lr")
     seed_arr = _as_list("seeds", seeds, "seed")
     steps = _validate.integer("steps", steps)
-    record_every = steps if record_every is None else _validate.integer("record_every",
-                                                                        record_every)
+    record_every = (
+        steps if record_every is None else _validate.integer("record_every", record_every)
+    )
     if steps % record_every:
-        raise ValueError(f"steps ({steps}) must be a multiple of record_every "
-                         f"({record_every})")
+        raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every})")
     x_train = jnp.asarray(x_train)
     y_train = jnp.asarray(y_train)
     if y_train.ndim != 2 or x_train.shape[0] != y_train.shape[0]:
-        raise ValueError("x_train must be (N, ...) and y_train (N, C) with the same N, got "
-                         f"{x_train.shape} and {y_train.shape}")
+        raise ValueError(
+            "x_train must be (N, ...) and y_train (N, C) with the same N, got "
+            f"{x_train.shape} and {y_train.shape}"
+        )
     n = int(x_train.shape[0])
     batch_size = _validate.integer("batch_size", batch_size, allow_none=True)
     if batch_size is not None and batch_size > n:
@@ -398,24 +448,31 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
     for nm, xa, ya in (("test", x_test, y_test), ("eval", x_eval, y_eval)):
         if (xa is None) != (ya is None):
             raise ValueError(f"x_{nm} and y_{nm} must be given together")
-        if xa is not None and (np.shape(xa)[1:] != x_train.shape[1:]
-                               or np.shape(ya)[1:] != y_train.shape[1:]
-                               or np.shape(xa)[0] != np.shape(ya)[0]):
-            raise ValueError(f"x_{nm}/y_{nm} shapes {np.shape(xa)}/{np.shape(ya)} do not match "
-                             f"the training data {x_train.shape}/{y_train.shape}")
+        if xa is not None and (
+            np.shape(xa)[1:] != x_train.shape[1:]
+            or np.shape(ya)[1:] != y_train.shape[1:]
+            or np.shape(xa)[0] != np.shape(ya)[0]
+        ):
+            raise ValueError(
+                f"x_{nm}/y_{nm} shapes {np.shape(xa)}/{np.shape(ya)} do not match "
+                f"the training data {x_train.shape}/{y_train.shape}"
+            )
     record_steps = np.arange(0, steps + 1, record_every)
     ntk_steps = sorted({int(s) for s in ntk_steps})
     if ntk_steps:
         bad = [s for s in ntk_steps if s not in set(record_steps.tolist())]
         if bad:
-            raise ValueError(f"ntk_steps must be recorded steps (multiples of record_every="
-                             f"{record_every} in [0, {steps}]), got {bad}")
+            raise ValueError(
+                f"ntk_steps must be recorded steps (multiples of record_every="
+                f"{record_every} in [0, {steps}]), got {bad}"
+            )
         if x_ntk is None:
             raise ValueError("x_ntk is required when ntk_steps is given")
         if 0 not in ntk_steps:
             ntk_steps = [0] + ntk_steps
     if target_accuracy is not None and not (
-            0.0 < _validate.real("target_accuracy", target_accuracy, positive=True) <= 1.0):
+        0.0 < _validate.real("target_accuracy", target_accuracy, positive=True) <= 1.0
+    ):
         raise ValueError(f"target_accuracy must be in (0, 1], got {target_accuracy!r}")
     if stop_at_target and target_accuracy is None:
         raise ValueError("stop_at_target requires target_accuracy")
@@ -437,11 +494,28 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
     bsz = n if batch_size is None else batch_size
     target_v = 2.0 if target_accuracy is None else float(target_accuracy)
     max_loss_v = float("inf") if max_loss is None else float(max_loss)
-    D = {"x_train": x_train, "y_train": y_train, "x_eval": x_eval_, "y_eval": y_eval_,
-         "x_test": x_test_, "y_test": y_test_, "x_ntk": x_ntk_}
+    D = {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_eval": x_eval_,
+        "y_eval": y_eval_,
+        "x_test": x_test_,
+        "y_test": y_test_,
+        "x_ntk": x_ntk_,
+    }
     j_start, j_run, j_ntk = _programs(
-        apply_fn, ntk_fn, loss, batch_size, float(momentum), bool(center), record_every,
-        bool(stop_at_target), target_v, max_loss_v, bool(vectorize))
+        apply_fn,
+        ntk_fn,
+        loss,
+        batch_size,
+        float(momentum),
+        bool(center),
+        record_every,
+        bool(stop_at_target),
+        target_v,
+        max_loss_v,
+        bool(vectorize),
+    )
 
     # Initialization runs outside the compiled programs, op by op and one seed at a time:
     # jax.random's samplers are jitted per shape and cached for the process, whereas inlining
@@ -474,6 +548,7 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=len(chunks) * (T - 1), desc="training", leave=False)
     for idx in chunks:
         real = idx.size
@@ -482,8 +557,9 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
         if vectorize:
             keys = jax.vmap(jax.random.key)(jnp.asarray(run_seed[idx]))
             lr_c = jnp.asarray(run_lr[idx], dtype=x_train.dtype)
-            params = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
-                                            *[init_params(int(s_)) for s_ in run_seed[idx]])
+            params = jax.tree_util.tree_map(
+                lambda *a: jnp.stack(a), *[init_params(int(s_)) for s_ in run_seed[idx]]
+            )
         else:
             keys = jax.random.key(int(run_seed[idx[0]]))
             lr_c = jnp.asarray(run_lr[idx[0]], dtype=x_train.dtype)
@@ -495,11 +571,12 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
         r_next, done = 1, 0
         for stop in stops:
             if r_next <= stop:  # else every run of the chunk is frozen
-                st, w, last, r_out = j_run(st, lr_c, D, last, jnp.asarray(r_next, jnp.int32),
-                                           jnp.asarray(stop, jnp.int32))
+                st, w, last, r_out = j_run(
+                    st, lr_c, D, last, jnp.asarray(r_next, jnp.int32), jnp.asarray(stop, jnp.int32)
+                )
                 r_out = int(r_out)
                 for k in _REC_KEYS:
-                    windows[k].append(np.asarray(w[k])[:r_out - r_next])
+                    windows[k].append(np.asarray(w[k])[: r_out - r_next])
                 r_next = r_out if r_out > stop else T  # stopped early: all runs frozen
             if stop in ntk_records:  # frozen runs: the NTK of their frozen parameters
                 chunk_ntk.append(j_ntk(st, D))
@@ -549,20 +626,46 @@ def train(init_fn: Callable, apply_fn: Callable, x_train, y_train, *,
     if K:
         ntk_arr = grid(ntks)
         d = ntk_arr - ntk_arr[:, :, :1]
-        ntk_change = (np.linalg.norm(d.reshape(A, S, K, -1), axis=-1)
-                      / np.linalg.norm(ntk_arr[:, :, :1].reshape(A, S, 1, -1), axis=-1))
+        ntk_change = np.linalg.norm(d.reshape(A, S, K, -1), axis=-1) / np.linalg.norm(
+            ntk_arr[:, :, :1].reshape(A, S, 1, -1), axis=-1
+        )
     shapes = jax.eval_shape(lambda: init_fn(jax.random.key(0), input_shape)[1])
     num_params = int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(shapes)))
-    config = dict(steps=steps, loss=loss, batch_size=batch_size, momentum=float(momentum),
-                  record_every=record_every, center=center, target_accuracy=target_accuracy,
-                  stop_at_target=stop_at_target, max_loss=max_loss, chunk_size=cs,
-                  vectorize=vectorize, n_train=n, dtype=str(x_train.dtype))
+    config = dict(
+        steps=steps,
+        loss=loss,
+        batch_size=batch_size,
+        momentum=float(momentum),
+        record_every=record_every,
+        center=center,
+        target_accuracy=target_accuracy,
+        stop_at_target=stop_at_target,
+        max_loss=max_loss,
+        chunk_size=cs,
+        vectorize=vectorize,
+        n_train=n,
+        dtype=str(x_train.dtype),
+    )
     return TrainResult(
-        learning_rates=lrs, seeds=seed_arr, record_steps=record_steps,
-        loss=loss_r, accuracy=acc_r,
-        test_loss=tl_r if has_test else None, test_accuracy=ta_r if has_test else None,
-        weight_change=w_r, ntk_steps=np.asarray(ntk_steps, dtype=np.int64), ntk=ntk_arr,
-        ntk_change=ntk_change, diverged=diverged, diverged_step=np.where(diverged, div, -1),
-        steps_to_target=tgt, f_train=grid(f_tr), f_test=grid(f_te) if has_test else None,
-        num_params=num_params, examples_per_step=bsz, steps=steps,
-        wall_time=time.perf_counter() - t_start, config=config)
+        learning_rates=lrs,
+        seeds=seed_arr,
+        record_steps=record_steps,
+        loss=loss_r,
+        accuracy=acc_r,
+        test_loss=tl_r if has_test else None,
+        test_accuracy=ta_r if has_test else None,
+        weight_change=w_r,
+        ntk_steps=np.asarray(ntk_steps, dtype=np.int64),
+        ntk=ntk_arr,
+        ntk_change=ntk_change,
+        diverged=diverged,
+        diverged_step=np.where(diverged, div, -1),
+        steps_to_target=tgt,
+        f_train=grid(f_tr),
+        f_test=grid(f_te) if has_test else None,
+        num_params=num_params,
+        examples_per_step=bsz,
+        steps=steps,
+        wall_time=time.perf_counter() - t_start,
+        config=config,
+    )

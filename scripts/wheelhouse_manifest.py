@@ -57,17 +57,22 @@ def manifest(folder: Path, want: dict[str, str], max_mib: float = 60.0) -> dict:
             raise ValueError(f"{whl.name} is not in the listing")
         if _norm(version) != _norm(want[name]):
             raise ValueError(f"{whl.name}: version {version}, the listing pins {want[name]}")
-        rows.append({"name": name, "version": version, "file": whl.name,
-                     "bytes": whl.stat().st_size,
-                     "sha256": hashlib.sha256(whl.read_bytes()).hexdigest()})
+        rows.append(
+            {
+                "name": name,
+                "version": version,
+                "file": whl.name,
+                "bytes": whl.stat().st_size,
+                "sha256": hashlib.sha256(whl.read_bytes()).hexdigest(),
+            }
+        )
     missing = sorted(set(want) - set(seen))
     if missing:
         raise ValueError(f"missing wheels: {', '.join(missing)}")
     total = sum(r["bytes"] for r in rows)
     if total > max_mib * 2**20:
         raise ValueError(f"{total / 2**20:.1f} MiB is over the {max_mib:.0f} MiB limit")
-    return {"python": "3.12", "platform": "manylinux x86-64", "wheels": rows,
-            "total_bytes": total}
+    return {"python": "3.12", "platform": "manylinux x86-64", "wheels": rows, "total_bytes": total}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[wheelhouse] {e}", file=sys.stderr)
         return 1
     (args.folder / "MANIFEST.json").write_text(json.dumps(man, indent=2) + "\n")
-    print(f"[wheelhouse] {len(man['wheels'])} wheels, {man['total_bytes'] / 2**20:.1f} MiB; "
-          f"manifest {args.folder / 'MANIFEST.json'}")
+    print(
+        f"[wheelhouse] {len(man['wheels'])} wheels, {man['total_bytes'] / 2**20:.1f} MiB; "
+        f"manifest {args.folder / 'MANIFEST.json'}"
+    )
     return 0
 
 

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 # a reader's do: their arrays are not tiny (chapter 8 is 9% slower at level 0).
 # NTKLIT_TEST_XLA_OPT=1 keeps XLA's default optimization for the unit tests too.
 TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
-if os.environ.get("NTKLIT_TEST_XLA_OPT") != "1" and \
-        TEST_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):
+if os.environ.get("NTKLIT_TEST_XLA_OPT") != "1" and TEST_XLA_FLAG not in os.environ.get(
+    "XLA_FLAGS", ""
+):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAG}".strip()
 
 
@@ -42,20 +43,28 @@ def chapter_env() -> dict[str, str]:
 
 def _notebook(title: str, params_src: str, body: list[str]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     p = nbformat.v4.new_code_cell(params_src)
     p.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nText with $x^2$."), p,
-                *[nbformat.v4.new_code_cell(s) for s in body]]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\nText with $x^2$."),
+        p,
+        *[nbformat.v4.new_code_cell(s) for s in body],
+    ]
     return nb
 
 
-PARAMS = ('profile: str = "quick"  # parameter profile (set by the runner)\n'
-          'n: int = 3  # a size\n'
-          'scale: float = 0.5  # a scale\n'
-          'widths: list[int] = [1, 2]  # widths\n'
-          'fast: bool = True  # a flag\n')
+PARAMS = (
+    'profile: str = "quick"  # parameter profile (set by the runner)\n'
+    "n: int = 3  # a size\n"
+    "scale: float = 0.5  # a scale\n"
+    "widths: list[int] = [1, 2]  # widths\n"
+    "fast: bool = True  # a flag\n"
+)
 
 
 def _tree_digest(root: Path) -> str:
@@ -82,30 +91,46 @@ def book(tmp_path: Path) -> Path:
     (root / "_toc.yml").write_text(
         "format: jb-book\nroot: book/00_intro\nchapters:\n"
         "  - file: book/01_alpha\n  - file: book/02_beta\n  - file: book/reproducibility\n"
-        "  - file: book/scorecard\n")
+        "  - file: book/scorecard\n"
+    )
     shutil.copy(REPO / "book" / "scorecard.md", root / "book" / "scorecard.md")
     (root / "book" / "00_intro.md").write_text("# 0. Intro\n\nMath $\\alpha$.\n")
-    nbformat.write(_notebook("1. Alpha", PARAMS, [
-        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
-        "plt.plot(widths)\nplt.show()\n",
-        "assert n > 0\nprint('alpha', profile, n, scale, widths, fast)",
-        "from IPython.display import Markdown, display\nfrom ntklit import checks\n"
-        "checks.reset()\nchecks.check('n is positive', n > 0, f'n = {n}')\n"
-        "checks.check('n is below 100', n < 100, f'n = {n}',\n"
-        "             paper='Alpha et al. 2020, Eq. 1: n_* < 100')\n"
-        "display(Markdown(checks.summary()))"]),
-        root / "book" / "01_alpha.ipynb")
-    nbformat.write(_notebook("2. Beta", 'profile: str = "quick"  # profile\nk: int = 1  # k\n',
-                             ["print('beta', k)", "assert k != 13, 'unlucky k'",
-                              # console noise that must not reach the page (runner.publishable)
-                              "import os, sys, warnings\n"
-                              "sys.stderr.write('loop:  ' + str(5 * 10) + '%|## | 1/2\\n')\n"
-                              "warnings.warn('a warning ' + 'for the console')\n"
-                              "print('cwd', os.getcwd())"]),
-                   root / "book" / "02_beta.ipynb")
+    nbformat.write(
+        _notebook(
+            "1. Alpha",
+            PARAMS,
+            [
+                "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                "plt.plot(widths)\nplt.show()\n",
+                "assert n > 0\nprint('alpha', profile, n, scale, widths, fast)",
+                "from IPython.display import Markdown, display\nfrom ntklit import checks\n"
+                "checks.reset()\nchecks.check('n is positive', n > 0, f'n = {n}')\n"
+                "checks.check('n is below 100', n < 100, f'n = {n}',\n"
+                "             paper='Alpha et al. 2020, Eq. 1: n_* < 100')\n"
+                "display(Markdown(checks.summary()))",
+            ],
+        ),
+        root / "book" / "01_alpha.ipynb",
+    )
+    nbformat.write(
+        _notebook(
+            "2. Beta",
+            'profile: str = "quick"  # profile\nk: int = 1  # k\n',
+            [
+                "print('beta', k)",
+                "assert k != 13, 'unlucky k'",
+                # console noise that must not reach the page (runner.publishable)
+                "import os, sys, warnings\n"
+                "sys.stderr.write('loop:  ' + str(5 * 10) + '%|## | 1/2\\n')\n"
+                "warnings.warn('a warning ' + 'for the console')\n"
+                "print('cwd', os.getcwd())",
+            ],
+        ),
+        root / "book" / "02_beta.ipynb",
+    )
     (root / "book" / "profiles" / "01_alpha.yaml").write_text(
-        "gpu: it needs a GPU for test reasons.\nfull:\n  n: 7\n  widths: [4, 8]\n"
-        "shape:\n  n: 5\n")
+        "gpu: it needs a GPU for test reasons.\nfull:\n  n: 7\n  widths: [4, 8]\nshape:\n  n: 5\n"
+    )
     return root
 
 
@@ -115,8 +140,12 @@ def _text(html: str) -> str:
 
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ntklit", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ntklit", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 # Fixtures that build one shared folder (``_build/test``: every chapter executed, the HTML book)
@@ -147,7 +176,8 @@ def pytest_configure(config):
             f"pytest {pytest.__version__} with pytest-xdist {version('pytest-xdist')}: "
             "--dist loadgroup does not group tests (pytest-dev/pytest-xdist#1386), so two "
             "workers would build _build/test at once; install requirements.txt's pytest "
-            "(9.1) or run with NTKLIT_TEST_WORKERS=0")
+            "(9.1) or run with NTKLIT_TEST_WORKERS=0"
+        )
 
 
 @pytest.hookimpl(trylast=True)
@@ -158,8 +188,11 @@ def pytest_collection_finish(session):
     config = session.config
     if not (hasattr(config, "workerinput") and config.getvalue("loadgroup")):
         return
-    lost = [i.nodeid for i in session.items
-            if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    lost = [
+        i.nodeid
+        for i in session.items
+        if i.get_closest_marker("xdist_group") and "@" not in i.nodeid
+    ]
     if lost:  # on a worker: the controller shows an INTERNALERROR; the message goes to stderr
         import sys
 
@@ -167,4 +200,5 @@ def pytest_collection_finish(session):
         raise pytest.UsageError(
             f"pytest-xdist --dist loadgroup did not group {len(lost)} tests (e.g. {lost[0]}) "
             f"with pytest {pytest.__version__}: install the pytest of requirements.txt, or run "
-            "with NTKLIT_TEST_WORKERS=0")
+            "with NTKLIT_TEST_WORKERS=0"
+        )

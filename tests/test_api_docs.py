@@ -13,8 +13,9 @@ import pytest
 import ntklit
 
 REPO = Path(__file__).resolve().parent.parent
-MODULES = sorted(m.name for m in pkgutil.iter_modules(ntklit.__path__)
-                 if not m.name.startswith("_"))
+MODULES = sorted(
+    m.name for m in pkgutil.iter_modules(ntklit.__path__) if not m.name.startswith("_")
+)
 
 
 def _public(mod):
@@ -28,7 +29,9 @@ def _public(mod):
 def test_every_module_is_in_the_api_reference():
     api = (REPO / "book" / "api.md").read_text()
     listed = set(re.findall(r"automodule:: ntklit\.(\w+)", api))
-    assert listed == set(MODULES), f"missing: {set(MODULES) - listed}, extra: {listed - set(MODULES)}"
+    assert listed == set(MODULES), (
+        f"missing: {set(MODULES) - listed}, extra: {listed - set(MODULES)}"
+    )
 
 
 @pytest.mark.parametrize("modname", MODULES)
@@ -42,8 +45,11 @@ def test_public_functions_have_docstrings_with_args(modname):
             problems.append(f"{name}: no docstring")
             continue
         if inspect.isfunction(obj):
-            params = [p for p in inspect.signature(obj).parameters.values()
-                      if p.name not in ("self", "cls") and p.kind not in (p.VAR_KEYWORD,)]
+            params = [
+                p
+                for p in inspect.signature(obj).parameters.values()
+                if p.name not in ("self", "cls") and p.kind not in (p.VAR_KEYWORD,)
+            ]
             # Functions taking arguments document them (Google style), unless the summary
             # line is all there is to say about a one-argument helper.
             if len(params) > 1 and "Args:" not in doc:
@@ -65,7 +71,9 @@ def test_public_docs_link_no_private_names(name):
         docs[f"{name}.{obj_name}"] = inspect.getdoc(obj) or ""
         if inspect.isclass(obj):
             for m_name, m in vars(obj).items():
-                if not m_name.startswith("_") and (inspect.isfunction(m) or isinstance(m, property)):
+                if not m_name.startswith("_") and (
+                    inspect.isfunction(m) or isinstance(m, property)
+                ):
                     docs[f"{name}.{obj_name}.{m_name}"] = inspect.getdoc(m) or ""
     bad = {k: _PRIVATE_XREF.findall(d) for k, d in docs.items() if _PRIVATE_XREF.search(d)}
     assert not bad, bad

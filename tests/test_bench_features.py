@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_features",
-                                                  ROOT / "benchmarks" / "bench_features.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_features", ROOT / "benchmarks" / "bench_features.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -20,8 +21,23 @@ def _load():
 
 def test_bench_features_tiny(tmp_path):
     out = tmp_path / "features.json"
-    res = _load().main(["--sizes", "40", "80", "--exact-max-n", "40", "--dims", "16",
-                        "--n-val", "20", "--n-test", "20", "--out", str(out)])
+    res = _load().main(
+        [
+            "--sizes",
+            "40",
+            "80",
+            "--exact-max-n",
+            "40",
+            "--dims",
+            "16",
+            "--n-val",
+            "20",
+            "--n-test",
+            "20",
+            "--out",
+            str(out),
+        ]
+    )
     on_disk = json.loads(out.read_text())
     assert on_disk["results"] == res["results"]
     rows = {(r["method"], r["N"]) for r in res["results"]}

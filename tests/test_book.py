@@ -17,8 +17,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from conftest import chapter_env
+
 from ntklit import runner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,8 +43,9 @@ def test_committed_notebook_is_clean(nb_path):
     assert "profile" in params and params["profile"].default == "quick"
     first = nb["cells"][0]
     src = first["source"] if isinstance(first["source"], str) else "".join(first["source"])
-    assert first["cell_type"] == "markdown" and re.match(r"# \d+\. ", src), \
+    assert first["cell_type"] == "markdown" and re.match(r"# \d+\. ", src), (
         "a chapter starts with '# N. Title'"
+    )
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -84,8 +85,9 @@ def test_committed_verification_records_are_current(path):
     rec = runner.load_verification(path)
     (ch,) = runner.select(REPO, [rec["chapter"]])
     assert path.name == f"{ch.name}.{rec['profile']}.json"
-    assert runner.verification_state(ch, rec) != "stale", \
+    assert runner.verification_state(ch, rec) != "stale", (
         f"{path.name} is stale: re-run `python -m ntklit run {ch.name} --profile {rec['profile']}`"
+    )
 
 
 def test_toc_entries_exist():
@@ -100,9 +102,24 @@ def test_toc_entries_exist():
 def built_book() -> Path:
     """Run every chapter (quick profile) and build the HTML strictly, via the runner's CLI."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ntklit", "--root", str(REPO), "--build-dir", str(BUILD), "all",
-         "--profile", "quick", "--no-progress"],
-        capture_output=True, text=True, timeout=3600, env=chapter_env())
+        [
+            sys.executable,
+            "-m",
+            "ntklit",
+            "--root",
+            str(REPO),
+            "--build-dir",
+            str(BUILD),
+            "all",
+            "--profile",
+            "quick",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env=chapter_env(),
+    )
     sys.stderr.write(proc.stderr[-20000:])
     assert proc.returncode == 0, f"runner failed:\n{proc.stderr[-8000:]}"
     index = Path(proc.stdout.strip().splitlines()[-1])
@@ -116,8 +133,13 @@ def test_chapter_executes_in_quick_profile(built_book, chapter):
     rec = runner.RunRecord.load(BUILD / "records" / f"{chapter}.json")
     assert rec.status == "ok" and rec.profile == "quick"
     executed = json.loads((BUILD / "executed" / f"{chapter}.ipynb").read_text())
-    errors = [o for c in executed["cells"] if c["cell_type"] == "code"
-              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in executed["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
 
 
@@ -158,8 +180,13 @@ def test_chapter_figures_were_rendered(built_book):
     """Every executed chapter that produced image outputs has them in its page."""
     for ch in runner.chapters(REPO):
         executed = json.loads((BUILD / "executed" / f"{ch.name}.ipynb").read_text())
-        n_images = sum(1 for c in executed["cells"] if c["cell_type"] == "code"
-                       for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+        n_images = sum(
+            1
+            for c in executed["cells"]
+            if c["cell_type"] == "code"
+            for o in c.get("outputs", [])
+            if "image/png" in o.get("data", {})
+        )
         p = _Collect()
         p.feed((built_book / f"{ch.docname}.html").read_text())
         local = [s for s in p.imgs if "_images/" in s]

@@ -45,8 +45,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
-
 from conftest import chapter_env
+
 from ntklit import runner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,8 +57,14 @@ PAGES = [f"{doc}.html" for doc in TOC_DOCS]
 
 CHROMIUM = Path(os.environ.get("NTKLIT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     # No name resolves except the local server's: a request to another host fails at once,
     # offline or not (and is reported by check_page before it fails).
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
@@ -77,19 +83,50 @@ EXTERNAL_SCHEMES = ("http:", "https:", "//", "mailto:", "javascript:", "data:", 
 #: Sphinx's generated index pages (they show unlinked group names by design).
 INDEX_PAGES = ("genindex.html", "py-modindex.html", "search.html")
 #: (tag, attribute) pairs whose URL the browser fetches to render the page.
-FETCHED = {("img", "src"), ("script", "src"), ("iframe", "src"), ("source", "src"),
-           ("video", "src"), ("audio", "src"), ("embed", "src"), ("object", "data"),
-           ("video", "poster")}
-FETCHED_LINK_RELS = {"stylesheet", "preload", "icon", "shortcut", "modulepreload", "prefetch",
-                     "preconnect", "dns-prefetch"}
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
-        "source", "track", "wbr"}
+FETCHED = {
+    ("img", "src"),
+    ("script", "src"),
+    ("iframe", "src"),
+    ("source", "src"),
+    ("video", "src"),
+    ("audio", "src"),
+    ("embed", "src"),
+    ("object", "data"),
+    ("video", "poster"),
+}
+FETCHED_LINK_RELS = {
+    "stylesheet",
+    "preload",
+    "icon",
+    "shortcut",
+    "modulepreload",
+    "prefetch",
+    "preconnect",
+    "dns-prefetch",
+}
+VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "param",
+    "source",
+    "track",
+    "wbr",
+}
 #: Text inside these is code, not prose: TeX-like or role-like text there is legitimate.
 CODE_TAGS = {"script", "style", "pre", "code", "textarea", "kbd", "samp"}
 #: MyST role source left in the rendered text means a role was not parsed.
 ROLE_SOURCE = re.compile(
     r"\{(?:eq|cite(?::[a-z]+)?|ref|numref|doc|prf:ref|glue(?::[a-z]+)?|term|download|math|"
-    r"py:[a-z]+|mod|func|class|meth|attr)\}`")
+    r"py:[a-z]+|mod|func|class|meth|attr)\}`"
+)
 
 
 # --------------------------------------------------------------------------- offline parsing
@@ -108,14 +145,15 @@ class Link:
 @dataclass
 class PageInfo:
     """What the offline checks need from one HTML file."""
+
     ids: set[str] = field(default_factory=set)
     links: list[Link] = field(default_factory=list)
-    n_math: int = 0                      # elements with class ``math`` (what MathJax typesets)
-    unlinked_xrefs: list[str] = field(default_factory=list)   # .xref not inside <a href>
+    n_math: int = 0  # elements with class ``math`` (what MathJax typesets)
+    unlinked_xrefs: list[str] = field(default_factory=list)  # .xref not inside <a href>
     unlinked_citations: list[str] = field(default_factory=list)
-    role_source: list[str] = field(default_factory=list)      # e.g. "{eq}`x`" left in text
-    download_source: str | None = None   # href of the download-source button
-    refresh: str | None = None           # <meta http-equiv=refresh> target
+    role_source: list[str] = field(default_factory=list)  # e.g. "{eq}`x`" left in text
+    download_source: str | None = None  # href of the download-source button
+    refresh: str | None = None  # <meta http-equiv=refresh> target
 
 
 class _Parser(html.parser.HTMLParser):
@@ -149,8 +187,7 @@ class _Parser(html.parser.HTMLParser):
                 fetched = bool(rels & FETCHED_LINK_RELS)
             else:
                 fetched = (tag, attr) in FETCHED
-            self.info.links.append(Link(tag, attr, a[attr], self.getpos()[0], fetched,
-                                        in_sidebar))
+            self.info.links.append(Link(tag, attr, a[attr], self.getpos()[0], fetched, in_sidebar))
         if tag == "a" and "btn-download-source-button" in classes:
             self.info.download_source = a.get("href")
         if tag == "span" and "bibtex-citation" in classes:
@@ -159,11 +196,13 @@ class _Parser(html.parser.HTMLParser):
             self._cite[-1][1] = True
         if tag in VOID:
             return
-        flags = {"code": tag in CODE_TAGS,
-                 "a_href": tag == "a" and bool(a.get("href")),
-                 "sidebar": tag == "nav" and "bd-docs-nav" in classes,
-                 "cite": tag == "span" and "bibtex-citation" in classes,
-                 "xref": "xref" in classes and not self._flag("a_href")}
+        flags = {
+            "code": tag in CODE_TAGS,
+            "a_href": tag == "a" and bool(a.get("href")),
+            "sidebar": tag == "nav" and "bd-docs-nav" in classes,
+            "cite": tag == "span" and "bibtex-citation" in classes,
+            "xref": "xref" in classes and not self._flag("a_href"),
+        }
         if flags["xref"]:
             self._xref.append([""])
         self.stack.append((tag, flags))
@@ -335,7 +374,8 @@ CONSOLE_NOISE = {
     "traceback": re.compile(r"Traceback \(most recent call last\)"),
     "site-packages path": re.compile(r"site-packages"),
     "absolute path of the builder": re.compile(
-        "|".join(re.escape(str(p)) for p in (REPO.resolve(), Path.home()) if str(p) != "/")),
+        "|".join(re.escape(str(p)) for p in (REPO.resolve(), Path.home()) if str(p) != "/")
+    ),
 }
 
 
@@ -350,8 +390,10 @@ def check_console_noise(root: Path, pages: list[Path] | None = None) -> list[str
                 m = pattern.search(text)
                 if m:
                     i = m.start()
-                    problems.append(f"{page.relative_to(root)}: {what} in a cell output: "
-                                    f"{text[max(0, i - 40):i + 40]!r}")
+                    problems.append(
+                        f"{page.relative_to(root)}: {what} in a cell output: "
+                        f"{text[max(0, i - 40) : i + 40]!r}"
+                    )
     return problems
 
 
@@ -370,8 +412,7 @@ def check_references(root: Path, pages: list[Path] | None = None) -> list[str]:
         rel = page.relative_to(root).as_posix()
         problems += [f"{rel}: unresolved cross-reference {t!r}" for t in info.unlinked_xrefs]
         problems += [f"{rel}: citation without a link {t!r}" for t in info.unlinked_citations]
-        problems += [f"{rel}: MyST role source left in the text: {t!r}"
-                     for t in info.role_source]
+        problems += [f"{rel}: MyST role source left in the text: {t!r}" for t in info.role_source]
     return problems
 
 
@@ -381,8 +422,9 @@ def _repository() -> tuple[str, str]:
     return repo.get("url", "").rstrip("/"), repo.get("branch", "main")
 
 
-def check_launch_links(root: Path, repo_root: Path, repo_url: str, branch: str,
-                       pages: list[Path] | None = None) -> list[str]:
+def check_launch_links(
+    root: Path, repo_root: Path, repo_url: str, branch: str, pages: list[Path] | None = None
+) -> list[str]:
     """Launch (Binder/Colab) and source links name files that exist in the repository."""
     m = re.match(r"https?://github\.com/([^/]+)/([^/]+)$", repo_url)
     if not m:
@@ -390,10 +432,14 @@ def check_launch_links(root: Path, repo_root: Path, repo_url: str, branch: str,
     owner, name = m.groups()
     patterns = [
         re.compile(rf"https?://github\.com/{owner}/{name}/(?:blob|edit)/{branch}/([^?#]+)"),
-        re.compile(rf"https?://colab\.research\.google\.com/github/{owner}/{name}/blob/"
-                   rf"{branch}/([^?#]+)"),
-        re.compile(rf"https?://mybinder\.org/v2/gh/{owner}/{name}/{branch}\?.*"
-                   r"urlpath=(?:tree|lab/tree)/([^&#]+)"),
+        re.compile(
+            rf"https?://colab\.research\.google\.com/github/{owner}/{name}/blob/"
+            rf"{branch}/([^?#]+)"
+        ),
+        re.compile(
+            rf"https?://mybinder\.org/v2/gh/{owner}/{name}/{branch}\?.*"
+            r"urlpath=(?:tree|lab/tree)/([^&#]+)"
+        ),
     ]
     problems = []
     for page in pages if pages is not None else html_pages(root):
@@ -403,8 +449,10 @@ def check_launch_links(root: Path, repo_root: Path, repo_url: str, branch: str,
                 if hit:
                     path = urllib.parse.unquote(hit.group(1))
                     if not (repo_root / path).is_file():
-                        problems.append(f"{page.relative_to(root).as_posix()}: {link.url} "
-                                        f"names {path}, which is not in the repository")
+                        problems.append(
+                            f"{page.relative_to(root).as_posix()}: {link.url} "
+                            f"names {path}, which is not in the repository"
+                        )
     return problems
 
 
@@ -453,7 +501,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 def serve(root: Path):
     """Serve ``root`` on 127.0.0.1 (random free port) in a thread; yields the base URL."""
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -539,8 +588,10 @@ def _watch(page, problems: list[str], label: str) -> set:
     def on_console(msg):
         if msg.type == "error" and msg.text not in ALLOWED_CONSOLE_ERRORS:
             loc = msg.location or {}
-            problems.append(f"{label}: console error: {msg.text} "
-                            f"({loc.get('url', '')}:{loc.get('lineNumber', '')})")
+            problems.append(
+                f"{label}: console error: {msg.text} "
+                f"({loc.get('url', '')}:{loc.get('lineNumber', '')})"
+            )
 
     def on_request(req):
         inflight.add(req)
@@ -607,8 +658,10 @@ def check_page(context, base_url: str, page_path: str, n_math: int) -> list[str]
     if seen["mathjax"] not in (None, "ok"):
         problems.append(f"{page_path}: MathJax {seen['mathjax']}")
     if seen["containers"] != n_math:
-        problems.append(f"{page_path}: {seen['containers']} typeset formulas for {n_math} "
-                        "math elements in the source")
+        problems.append(
+            f"{page_path}: {seen['containers']} typeset formulas for {n_math} "
+            "math elements in the source"
+        )
     problems += [f"{page_path}: math element typeset {n} times: {t!r}" for n, t in seen["math"]]
     problems += [f"{page_path}: MathJax error: {e}" for e in seen["merror"]]
     problems += [f"{page_path}: undefined TeX macro {e}" for e in seen["undefinedMacros"]]
@@ -654,12 +707,15 @@ def check_sidebar(context, base_url: str, pages: list[str]) -> list[str]:
             return [f"{pages[0]}: HTTP {resp.status if resp else '?'}"]
         for target in pages[1:]:
             url = base_url + target
-            page.evaluate("() => document.querySelectorAll('nav.bd-docs-nav details')"
-                          ".forEach(d => d.open = true)")
+            page.evaluate(
+                "() => document.querySelectorAll('nav.bd-docs-nav details')"
+                ".forEach(d => d.open = true)"
+            )
             link = page.locator("nav.bd-docs-nav a[href]")
             hrefs = page.eval_on_selector_all(
-                "nav.bd-docs-nav a[href]", "els => els.map(e => [e.href.split('#')[0], "
-                "e.textContent.trim()])")
+                "nav.bd-docs-nav a[href]",
+                "els => els.map(e => [e.href.split('#')[0], e.textContent.trim()])",
+            )
             idx = [i for i, (h, _) in enumerate(hrefs) if h == url]
             if not idx:
                 problems.append(f"{page.url}: the sidebar has no link to {target}")
@@ -679,7 +735,8 @@ def check_sidebar(context, base_url: str, pages: list[str]) -> list[str]:
                 "() => { const h = document.querySelector('article h1, main h1');"
                 " if (!h) return ''; const c = h.cloneNode(true);"
                 " c.querySelectorAll('.headerlink').forEach(a => a.remove());"
-                " return c.textContent.trim().replace(/\\s+/g, ' '); }")
+                " return c.textContent.trim().replace(/\\s+/g, ' '); }"
+            )
             if " ".join(h1.split()) != " ".join(text.split()):
                 problems.append(f"clicking sidebar link {text!r} landed on a page titled {h1!r}")
     finally:
@@ -687,8 +744,24 @@ def check_sidebar(context, base_url: str, pages: list[str]) -> list[str]:
     return problems
 
 
-_STOP = {"the", "and", "for", "with", "from", "into", "that", "this", "what", "why", "how",
-         "are", "its", "two", "beyond", "page"}
+_STOP = {
+    "the",
+    "and",
+    "for",
+    "with",
+    "from",
+    "into",
+    "that",
+    "this",
+    "what",
+    "why",
+    "how",
+    "are",
+    "its",
+    "two",
+    "beyond",
+    "page",
+}
 
 
 def search_term(root: Path, page: str) -> str | None:
@@ -696,7 +769,7 @@ def search_term(root: Path, page: str) -> str | None:
     import snowballstemmer  # Sphinx's own dependency; its English search uses Porter stems
 
     text = (root / "searchindex.js").read_text()
-    index = json.loads(text[text.index("(") + 1: text.rindex(")")])
+    index = json.loads(text[text.index("(") + 1 : text.rindex(")")])
     doc = PurePosixPath(page).with_suffix("").as_posix()
     if doc not in index["docnames"]:
         return None
@@ -724,18 +797,22 @@ def check_search(context, base_url: str, term: str, expected: str) -> list[str]:
             page.wait_for_function(
                 "() => { const s = document.querySelector('#search-results .search-summary, "
                 "#search-results p'); return s && /found|did not match/i.test(s.textContent); }",
-                timeout=TIMEOUT_MS)
+                timeout=TIMEOUT_MS,
+            )
         except Exception as e:  # noqa: BLE001 - reported, not raised
             problems.append(f"search for {term!r} did not finish: {type(e).__name__}")
             return problems
-        hrefs = page.eval_on_selector_all("#search-results ul.search li a",
-                                          "els => els.map(e => e.href.split('#')[0]"
-                                          ".split('?')[0])")
+        hrefs = page.eval_on_selector_all(
+            "#search-results ul.search li a",
+            "els => els.map(e => e.href.split('#')[0].split('?')[0])",
+        )
     finally:
         page.close()
     if base_url + expected not in hrefs:
-        problems.append(f"search for {term!r}: no result links to {expected} "
-                        f"(results: {[h.replace(base_url, '') for h in hrefs][:10]})")
+        problems.append(
+            f"search for {term!r}: no result links to {expected} "
+            f"(results: {[h.replace(base_url, '') for h in hrefs][:10]})"
+        )
     return problems
 
 
@@ -759,9 +836,24 @@ def built_html() -> Path:
     index = BUILD / "html" / "index.html"
     if not index.is_file() or index.stat().st_mtime < _inputs_mtime():
         proc = subprocess.run(
-            [sys.executable, "-m", "ntklit", "--root", str(REPO), "--build-dir", str(BUILD),
-             "all", "--profile", "quick", "--no-progress"],
-            capture_output=True, text=True, timeout=3600, env=chapter_env())
+            [
+                sys.executable,
+                "-m",
+                "ntklit",
+                "--root",
+                str(REPO),
+                "--build-dir",
+                str(BUILD),
+                "all",
+                "--profile",
+                "quick",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            env=chapter_env(),
+        )
         assert proc.returncode == 0, f"runner failed:\n{proc.stderr[-8000:]}"
     assert index.is_file()
     return BUILD / "html"
@@ -771,13 +863,17 @@ def built_html() -> Path:
 def browser():
     """Headless Debian Chromium driven by Playwright (fails, never skips, when missing)."""
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"{CHROMIUM} not found: run `bash scripts/install_browser.sh` (installs "
-                    "Debian's chromium with apt) before the browser tests", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} not found: run `bash scripts/install_browser.sh` (installs "
+            "Debian's chromium with apt) before the browser tests",
+            pytrace=False,
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                               headless=True, timeout=60_000)
+        b = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=60_000
+        )
         try:
             yield b
         finally:
@@ -786,8 +882,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def context(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900},
-                              service_workers="block")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
     ctx.set_default_timeout(TIMEOUT_MS)
     yield ctx
     ctx.close()
@@ -812,11 +907,11 @@ def assert_no_problems(problems: list[str]) -> None:
     known = {pat: [p for p in problems if re.search(pat, p)] for pat in KNOWN_DEFECTS}
     other = [p for p in problems if not any(p in hits for hits in known.values())]
     assert not other, "\n".join(other)
-    reasons = [f"{KNOWN_DEFECTS[pat]} [{len(hits)}x: {hits[0]}]"
-               for pat, hits in known.items() if hits]
+    reasons = [
+        f"{KNOWN_DEFECTS[pat]} [{len(hits)}x: {hits[0]}]" for pat, hits in known.items() if hits
+    ]
     if reasons:
         pytest.xfail("known defect: " + " | ".join(reasons))
-
 
 
 def test_navigation_lists_the_table_of_contents(built_html):
@@ -896,19 +991,21 @@ def test_scorecard_has_a_full_row_per_paper_check(built_html, context, book_url)
         assert row[4][0].startswith("pass"), row
 
 
-def test_performance_page_shows_a_loaded_plot_per_benchmark_figure(built_html, context,
-                                                                   book_url):
+def test_performance_page_shows_a_loaded_plot_per_benchmark_figure(built_html, context, book_url):
     """Every figure ``ntklit.plotting`` draws from ``benchmarks/results/*.json`` is on the
     performance page, loaded and drawn at a readable size, with the results tables collapsed."""
     from ntklit import plotting
 
-    want = sum(len(plotting.benchmark_figures(f.stem, json.loads(f.read_text())))
-               for f in sorted((REPO / "benchmarks" / "results").glob("*.json")))
+    want = sum(
+        len(plotting.benchmark_figures(f.stem, json.loads(f.read_text())))
+        for f in sorted((REPO / "benchmarks" / "results").glob("*.json"))
+    )
     page = context.new_page()
     try:
         page.goto(book_url + "book/performance.html", wait_until="load")
-        page.wait_for_function("() => [...document.images].every(i => i.complete)",
-                               timeout=TIMEOUT_MS)
+        page.wait_for_function(
+            "() => [...document.images].every(i => i.complete)", timeout=TIMEOUT_MS
+        )
         imgs = page.evaluate("""() => [...document.querySelectorAll('figure img')].map(
             i => [i.getAttribute('src'), i.naturalWidth, i.getBoundingClientRect().width])""")
         closed = page.evaluate("""() => [...document.querySelectorAll('details')].filter(
@@ -929,7 +1026,8 @@ def test_reproducibility_page_shows_paper_scale_status(built_html, context, book
     try:
         page.goto(book_url + "book/reproducibility.html", wait_until="load")
         rows = page.evaluate("""() => {
-            const h = [...document.querySelectorAll('h2')].find(e => e.textContent.startsWith('Status'));
+            const h = [...document.querySelectorAll('h2')].find(
+                e => e.textContent.startsWith('Status'));
             let t = h && h.parentElement.querySelector('table');
             return t ? [...t.querySelectorAll('tbody tr')].map(
                 r => [...r.querySelectorAll('td')].map(c => c.innerText.trim())) : null;
@@ -952,7 +1050,7 @@ def test_reproducibility_page_shows_paper_scale_status(built_html, context, book
         assert f"{rec['checks_passed']}/{rec['checks_total']} checks" in row[2]
 
 
-# --------------------------------------------------------------------------- the checks catch breakage
+# ----------------------------------------------------------------------- the checks catch breakage
 #
 # A copy of the built book in a temporary directory, with one thing broken per case: either a
 # new page "_case_<name>.html" (a copy of the landing page with a snippet injected at the top
@@ -994,23 +1092,23 @@ CASE_SNIPPETS = {
         '<a class="reference internal" href="{other}">a page</a>, '
         '<a class="reference internal" href="#case-anchor">an anchor</a>.</p>'
         '<div class="math notranslate nohighlight" id="case-anchor">'
-        '\\[\\Theta(x, x\') = \\langle \\nabla f(x), \\nabla f(x\') \\rangle\\]</div>'),
+        "\\[\\Theta(x, x') = \\langle \\nabla f(x), \\nabla f(x') \\rangle\\]</div>"
+    ),
     "missing_image": '<img alt="missing" src="{up}/_images/_case_missing.png"/>',
     "empty_image": '<img alt="empty" src="{up}/_images/_case_empty.png"/>',
     "undefined_macro": '<p><span class="math notranslate nohighlight">\\(\\notamacro{{x}}\\)'
-                       '</span></p>',
+    "</span></p>",
     "tex_error": '<p><span class="math notranslate nohighlight">\\(\\begin{{matrix}} a '
-                 '\\end{{pmatrix}}\\)</span></p>',
+    "\\end{{pmatrix}}\\)</span></p>",
     "unbalanced_math": '<p><span class="math notranslate nohighlight">\\(x^{{2\\)</span></p>',
     "tex_source_in_text": "<p>The kernel \\(K(x, x')\\) converges to $\\Theta$.</p>",
     "console_error": '<script>console.error("case: a widget broke")</script>',
     "script_exception": "<script>notDefinedAnywhere()</script>",
     "external_script": '<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js">'
-                       '</script>',
+    "</script>",
     "missing_stylesheet": '<link rel="stylesheet" href="{up}/_static/_case_missing.css"/>',
     "dangling_link": '<p><a class="reference internal" href="_case_nowhere.html">gone</a></p>',
-    "dangling_anchor": '<p><a class="reference internal" href="{other}#no-such-anchor">x</a>'
-                       '</p>',
+    "dangling_anchor": '<p><a class="reference internal" href="{other}#no-such-anchor">x</a></p>',
     "role_source": "<p>As in {{eq}}`eq-not-parsed`.</p>",
     "launch_link": '<a href="{repo}/blob/{branch}/book/99_no_such_chapter.ipynb">launch</a>',
     "broken_references": "{fixture}",
@@ -1021,44 +1119,67 @@ CASE_SNIPPETS = {
 # name -> {check: substrings that must appear in the problems that check adds for the case}
 EXPECTED = {
     "control": {},
-    "missing_image": {"page": ["image {up}/_images/_case_missing.png did not load",
-                               "HTTP 404"],
-                      "links": ["no file _images/_case_missing.png"]},
-    "empty_image": {"page": ["image {up}/_images/_case_empty.png did not load"],
-                    "links": ["empty file"]},
+    "missing_image": {
+        "page": ["image {up}/_images/_case_missing.png did not load", "HTTP 404"],
+        "links": ["no file _images/_case_missing.png"],
+    },
+    "empty_image": {
+        "page": ["image {up}/_images/_case_empty.png did not load"],
+        "links": ["empty file"],
+    },
     "undefined_macro": {"page": ["undefined TeX macro \\notamacro"]},
     "tex_error": {"page": ["MathJax error: \\begin{matrix} ended with \\end{pmatrix}"]},
-    "unbalanced_math": {"page": ["math element typeset 0 times", "typeset formulas for",
-                                 "TeX source left in the text"]},
-    "tex_source_in_text": {"page": ["TeX source left in the text: \"The kernel \\\\(K(x"]},
+    "unbalanced_math": {
+        "page": [
+            "math element typeset 0 times",
+            "typeset formulas for",
+            "TeX source left in the text",
+        ]
+    },
+    "tex_source_in_text": {"page": ['TeX source left in the text: "The kernel \\\\(K(x']},
     "console_error": {"page": ["console error: case: a widget broke"]},
     "script_exception": {"page": ["uncaught exception", "notDefinedAnywhere"]},
-    "external_script": {"page": ["request to another host (script): https://cdn.jsdelivr"],
-                        "links": ["resource loaded from another host"]},
-    "missing_stylesheet": {"page": ["HTTP 404", "_case_missing.css"],
-                           "links": ["no file _static/_case_missing.css"]},
+    "external_script": {
+        "page": ["request to another host (script): https://cdn.jsdelivr"],
+        "links": ["resource loaded from another host"],
+    },
+    "missing_stylesheet": {
+        "page": ["HTTP 404", "_case_missing.css"],
+        "links": ["no file _static/_case_missing.css"],
+    },
     "dangling_link": {"links": ["no file", "_case_nowhere.html"]},
     "dangling_anchor": {"links": ['no id "no-such-anchor"']},
     "role_source": {"refs": ["MyST role source left in the text: '{eq}`'"]},
     "launch_link": {"launch": ["book/99_no_such_chapter.ipynb, which is not in the repository"]},
     "broken_references": {
-        "refs": ["unresolved cross-reference 'eq-missing'", "unresolved cross-reference "
-                 "'sec-missing'", "'fig-missing'", "'nodoc'", "'thm-missing'",
-                 "citation without a link '[]'"],
+        "refs": [
+            "unresolved cross-reference 'eq-missing'",
+            "unresolved cross-reference 'sec-missing'",
+            "'fig-missing'",
+            "'nodoc'",
+            "'thm-missing'",
+            "citation without a link '[]'",
+        ],
         "links": ['no id "nowhere.md"', 'no id "nosuch"'],
-        "page": ["undefined TeX macro \\notamacro", "math element typeset 0 times",
-                 "ended with \\end{pmatrix}"]},
-    "mathjax_missing": {"page": ["MathJax not loaded", "HTTP 404", "math element typeset 0 times"],
-                        "links": ["no file _static/mathjax/_case_missing.js"]},
+        "page": [
+            "undefined TeX macro \\notamacro",
+            "math element typeset 0 times",
+            "ended with \\end{pmatrix}",
+        ],
+    },
+    "mathjax_missing": {
+        "page": ["MathJax not loaded", "HTTP 404", "math element typeset 0 times"],
+        "links": ["no file _static/mathjax/_case_missing.js"],
+    },
 }
 
 
 @dataclass
 class CaseSite:
     root: Path
-    base: str                 # the landing page the cases are copies of
-    pages: list[str]          # toc pages of the copy
-    url: str                  # served at
+    base: str  # the landing page the cases are copies of
+    pages: list[str]  # toc pages of the copy
+    url: str  # served at
 
 
 @pytest.fixture(scope="module")
@@ -1073,8 +1194,11 @@ def case_site(built_html, tmp_path_factory):
     (root / "_images").mkdir(exist_ok=True)
     shutil.copy2(root / "_static" / "images" / "logo_colab.png", root / "_images" / "_case_ok.png")
     (root / "_images" / "_case_empty.png").write_bytes(b"")
-    fixture = "\n".join(l for l in (FIXTURES / "broken_references.html").read_text().splitlines()
-                        if not l.startswith(("<!--", "     ")))
+    fixture = "\n".join(
+        line
+        for line in (FIXTURES / "broken_references.html").read_text().splitlines()
+        if not line.startswith(("<!--", "     "))
+    )
     text = (root / base).read_text()
     for name, snippet in CASE_SNIPPETS.items():
         case = (root / base).with_name(f"_case_{name}.html")
@@ -1082,8 +1206,7 @@ def case_site(built_html, tmp_path_factory):
             assert snippet[0] in text, f"{name}: {snippet[0]!r} is not in {base}"
             case.write_text(text.replace(*snippet))
         else:
-            snippet = snippet.format(up=up, other=other, repo=repo, branch=branch,
-                                     fixture=fixture)
+            snippet = snippet.format(up=up, other=other, repo=repo, branch=branch, fixture=fixture)
             case.write_text(inject(text, snippet))
     with serve(root) as url:
         yield CaseSite(root, base, pages, url)
@@ -1106,8 +1229,10 @@ def _case_problems(site: CaseSite, context, page: str, check: str) -> list[str]:
 @pytest.fixture(scope="module")
 def baseline(case_site, context):
     """Problems of the unmodified landing page, per check (empty for a healthy book)."""
-    return {check: _case_problems(case_site, context, case_site.base, check)
-            for check in ("page", "links", "refs", "launch")}
+    return {
+        check: _case_problems(case_site, context, case_site.base, check)
+        for check in ("page", "links", "refs", "launch")
+    }
 
 
 @pytest.mark.parametrize("name", list(CASE_SNIPPETS))
@@ -1123,14 +1248,15 @@ def test_checks_report_a_broken_page(case_site, context, baseline, name):
     for check in checks:
         found = [p.replace(page, base) for p in _case_problems(case_site, context, page, check)]
         added = [p for p in found if p not in baseline[check]]
-        wanted = [w.format(up=up) if "{up}" in w else w
-                  for w in EXPECTED[name].get(check, [])]
+        wanted = [w.format(up=up) if "{up}" in w else w for w in EXPECTED[name].get(check, [])]
         if not wanted:
-            assert not added, f"{name}: {check} check reports problems it should not:\n" + \
-                "\n".join(added)
+            assert not added, (
+                f"{name}: {check} check reports problems it should not:\n" + "\n".join(added)
+            )
         for w in wanted:
-            assert any(w in p for p in added), \
+            assert any(w in p for p in added), (
                 f"{name}: {check} check did not report {w!r}; it added:\n" + "\n".join(added)
+            )
 
 
 @pytest.fixture
@@ -1163,7 +1289,8 @@ def test_checks_report_a_sidebar_link_to_the_wrong_page(site_copy, context):
 def test_checks_report_a_broken_landing_redirect(site_copy, context):
     root, pages = site_copy
     (root / "index.html").write_text(
-        '<meta http-equiv="Refresh" content="0; url=book/_case_nowhere.html" />')
+        '<meta http-equiv="Refresh" content="0; url=book/_case_nowhere.html" />'
+    )
     with serve(root) as url:
         problems = check_landing(context, url, pages[0])
     assert any("lands on" in p and "_case_nowhere.html" in p for p in problems), problems
@@ -1175,7 +1302,7 @@ def test_checks_report_a_broken_search_index(site_copy, context, built_html):
     term = search_term(built_html, pages[-1])
     index = root / "searchindex.js"
     text = index.read_text()
-    data = json.loads(text[text.index("(") + 1: text.rindex(")")])
+    data = json.loads(text[text.index("(") + 1 : text.rindex(")")])
     # An index that lost the page's words (as if the page had not been indexed).
     data["terms"], data["titleterms"], data["alltitles"] = {}, {}, {}
     index.write_text("Search.setIndex(" + json.dumps(data) + ")")
@@ -1195,9 +1322,14 @@ def test_checks_report_a_missing_notebook_download(site_copy):
             problems = check_download(url, root, page, notebook=True)
             assert any("not the .ipynb" in p for p in problems), problems
         # ... and a download link to an .ipynb that is not served is reported.
-        text = (root / page).read_text().replace(
-            f'href="{info.download_source}"',
-            f'href="{_up(page)}/_sources/book/_case_missing.ipynb"')
+        text = (
+            (root / page)
+            .read_text()
+            .replace(
+                f'href="{info.download_source}"',
+                f'href="{_up(page)}/_sources/book/_case_missing.ipynb"',
+            )
+        )
         (root / page).write_text(text)
         problems = check_download(url, root, page, notebook=True)
     assert any("is not served" in p for p in problems), problems
@@ -1211,10 +1343,17 @@ def test_checks_report_console_noise(site_copy):
     assert check_console_noise(root, [path]) == []
     text = path.read_text()
     j = div.search(text).end()
-    noise = (f"<pre>Haar:  25%|##5  | 1/4 [00:00&lt;00:01,  1.52it/s]\n"
-             f"{Path.home()}/x/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found"
-             "</pre>")
+    noise = (
+        f"<pre>Haar:  25%|##5  | 1/4 [00:00&lt;00:01,  1.52it/s]\n"
+        f"{Path.home()}/x/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found"
+        "</pre>"
+    )
     path.write_text(text[:j] + noise + text[j:])
     found = {p.split(": ")[1].split(" in a cell")[0] for p in check_console_noise(root, [path])}
-    assert found == {"progress-bar frame", "progress-bar rate", "warning", "site-packages path",
-                     "absolute path of the builder"}, found
+    assert found == {
+        "progress-bar frame",
+        "progress-bar rate",
+        "warning",
+        "site-packages path",
+        "absolute path of the builder",
+    }, found

@@ -29,8 +29,10 @@ import pytest
 import ntklit  # noqa: F401 - applies ntklit.compat
 from ntklit import compat
 
+# isort: split
 import jax  # noqa: E402 - after ntklit on purpose
 import jax.numpy as jnp  # noqa: E402
+
 import neural_tangents as nt  # noqa: E402
 from neural_tangents import stax  # noqa: E402
 
@@ -167,10 +169,17 @@ def test_import_does_not_import_tensorflow(tmp_path):
         "             or m.startswith('jax.experimental.jax2tf'))\n"
         "assert not bad, bad\n"
         "assert compat._RUNTIME_DONE\n"
-        "print('clean')\n")
+        "print('clean')\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "clean" in out.stdout
 
@@ -192,15 +201,25 @@ def test_empirical_tf_stub_raises_clear_import_error():
 
 
 def _fcn():
-    return stax.serial(stax.Dense(16, W_std=1.4, b_std=0.2), stax.Relu(),
-                       stax.Dense(8, W_std=1.2, b_std=0.1), stax.Erf(), stax.Dense(3))
+    return stax.serial(
+        stax.Dense(16, W_std=1.4, b_std=0.2),
+        stax.Relu(),
+        stax.Dense(8, W_std=1.2, b_std=0.1),
+        stax.Erf(),
+        stax.Dense(3),
+    )
 
 
 def _cnn():
     return stax.serial(
-        stax.Conv(4, (3, 3), padding="SAME", W_std=1.5, b_std=0.1), stax.Erf(),
-        stax.AvgPool((2, 2)), stax.Conv(5, (2, 2), W_std=1.2, b_std=0.3), stax.Relu(),
-        stax.GlobalAvgPool(), stax.Dense(3))
+        stax.Conv(4, (3, 3), padding="SAME", W_std=1.5, b_std=0.1),
+        stax.Erf(),
+        stax.AvgPool((2, 2)),
+        stax.Conv(5, (2, 2), W_std=1.2, b_std=0.3),
+        stax.Relu(),
+        stax.GlobalAvgPool(),
+        stax.Dense(3),
+    )
 
 
 def _ntks(apply_fn, params, x1, x2, impls=(0, 1, 2, 3), jit=True, **kwargs):
@@ -219,7 +238,9 @@ def _kjit(kernel_fn):
 
 
 @pytest.mark.parametrize("net", ["fcn", "cnn"])
-@pytest.mark.parametrize("axes", [{}, {"trace_axes": ()}, {"trace_axes": (), "diagonal_axes": (-1,)}])
+@pytest.mark.parametrize(
+    "axes", [{}, {"trace_axes": ()}, {"trace_axes": (), "diagonal_axes": (-1,)}]
+)
 def test_empirical_ntk_all_implementations_agree(net, axes, capsys):
     key = jax.random.key(1)
     if net == "fcn":
@@ -240,18 +261,25 @@ def test_empirical_ntk_all_implementations_agree(net, axes, capsys):
     if 0 in impls:
         assert "flops" in capsys.readouterr().out  # NT's AUTO prints what it compared
     assert ks[1].dtype == jnp.float64
-    expected_shape = {0: (4, 3), 1: (4, 3, 3, 3), 2: (4, 3, 3)}[len(axes)] if net == "fcn" \
+    expected_shape = (
+        {0: (4, 3), 1: (4, 3, 3, 3), 2: (4, 3, 3)}[len(axes)]
+        if net == "fcn"
         else {0: (3, 2), 1: (3, 2, 3, 3), 2: (3, 2, 3)}[len(axes)]
+    )
     assert ks[1].shape == expected_shape
     for impl in impls:
         assert _rel(ks[impl], ks[1]) < 1e-6, impl
     # and against a direct definition: J1 J2^T from jax.jacobian (float64)
     jac = jax.jit(jax.jacobian(apply_fn))
     j1, j2 = jac(params, x1), jac(params, x2)
-    direct = sum(np.einsum("iap,jbp->ijab",
-                           np.asarray(a).reshape(a.shape[:2] + (-1,)),
-                           np.asarray(b).reshape(b.shape[:2] + (-1,)))
-                 for a, b in zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2)))
+    direct = sum(
+        np.einsum(
+            "iap,jbp->ijab",
+            np.asarray(a).reshape(a.shape[:2] + (-1,)),
+            np.asarray(b).reshape(b.shape[:2] + (-1,)),
+        )
+        for a, b in zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2))
+    )
     if len(axes) == 0:  # NT averages over trace_axes
         direct = np.einsum("ijaa->ij", direct) / direct.shape[-1]
     elif len(axes) == 2:
@@ -276,7 +304,7 @@ def test_linearized_jaxpr_is_primitive_level_and_linear():
 
     def fn(w, u):  # jit and checkpoint inside: both must be inlined / partially evaluated
         h = jax.checkpoint(lambda w: jnp.tanh(x @ w))(w)
-        return jax.jit(lambda h, u: jnp.sin(h) @ u)(h, u), {"aux": (h ** 2).sum()}
+        return jax.jit(lambda h, u: jnp.sin(h) @ u)(h, u), {"aux": (h**2).sum()}
 
     w = jax.random.normal(jax.random.key(8), (4, 5))
     u = jax.random.normal(jax.random.key(9), (5, 2))
@@ -305,15 +333,16 @@ def test_structured_derivatives_patch_needed_and_fixes_it():
     def apply_fn(p, x):  # checkpointed layer: remat inside the linearized function
         return jax.checkpoint(lambda p: jnp.tanh(x @ p["w"]) @ p["u"])(p)
 
-    params = {"w": jax.random.normal(jax.random.key(13), (4, 6)),
-              "u": jax.random.normal(jax.random.key(14), (6, 2))}
+    params = {
+        "w": jax.random.normal(jax.random.key(13), (4, 6)),
+        "u": jax.random.normal(jax.random.key(14), (6, 2)),
+    }
     ks = _ntks(apply_fn, params, x, x, impls=(1, 3), jit=False)  # eager path too
     assert _rel(ks[3], ks[1]) < 1e-12
     if patch.applied:  # NT's own version fails on this JAX
         original = _original(empirical_mod, "_get_primals_out_and_pullback")
         with pytest.raises(TypeError):
-            original(lambda p: apply_fn(p, x), empirical_mod._MODE.DF_DY, True, True, None,
-                     params)
+            original(lambda p: apply_fn(p, x), empirical_mod._MODE.DF_DY, True, True, None, params)
 
 
 def test_eqn_vjp_fallback_for_fancy_only_transposes(monkeypatch):
@@ -327,15 +356,18 @@ def test_eqn_vjp_fallback_for_fancy_only_transposes(monkeypatch):
     def apply_fn(p, x):
         return (x @ p["w"])[:, 1:3] * jnp.sum(p["v"][2:5])
 
-    params = {"w": jax.random.normal(jax.random.key(17), (5, 4)),
-              "v": jax.random.normal(jax.random.key(18), (6,))}
+    params = {
+        "w": jax.random.normal(jax.random.key(17), (5, 4)),
+        "v": jax.random.normal(jax.random.key(18), (6,)),
+    }
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "No Jacobian rule found")
         ks = _ntks(apply_fn, params, x1, x2, impls=(1, 3))
         assert _rel(ks[3], ks[1]) < 1e-12
         if "slice" in missing:
-            monkeypatch.setattr(empirical_mod, "_eqn_vjp_fn",
-                                _original(empirical_mod, "_eqn_vjp_fn"))
+            monkeypatch.setattr(
+                empirical_mod, "_eqn_vjp_fn", _original(empirical_mod, "_eqn_vjp_fn")
+            )
             with pytest.raises(NotImplementedError):
                 _ntks(apply_fn, params, x1, x2, impls=(3,))
 
@@ -369,27 +401,34 @@ def test_flops_from_both_cost_analysis_shapes():
     assert compat._flops_of(None) is None
     assert compat._flops_of([]) is None
     assert compat._flops_of({"bytes accessed": 3.0}) is None
-    flops = empirical_mod._get_flops(lambda a, b: a @ b, True, jnp.ones((8, 16)),
-                                     jnp.ones((16, 4)))
+    flops = empirical_mod._get_flops(
+        lambda a, b: a @ b, True, jnp.ones((8, 16)), jnp.ones((16, 4))
+    )
     assert flops >= 2 * 8 * 16 * 4 - 8 * 4  # at least the multiply-adds of the matmul
     assert _patch("neural_tangents._src.empirical._get_flops").applied
 
 
 def test_deprecated_abstract_helpers_patched():
-    spec = {"a": jax.ShapeDtypeStruct((2, 3), jnp.float64),
-            "b": jax.ShapeDtypeStruct((4,), jnp.float64)}
+    spec = {
+        "a": jax.ShapeDtypeStruct((2, 3), jnp.float64),
+        "b": jax.ShapeDtypeStruct((4,), jnp.float64),
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         basis = empirical_mod._std_basis(spec)
         _, dtype = empirical_mod._get_fx_axis_and_dtype(
-            None, None, {"w": jnp.ones(2, jnp.float32), "v": jnp.ones(2, jnp.float64)})
+            None, None, {"w": jnp.ones(2, jnp.float32), "v": jnp.ones(2, jnp.float64)}
+        )
     assert basis["a"].shape == (10, 2, 3) and basis["b"].shape == (10, 4)
-    flat = np.concatenate([np.asarray(basis["a"]).reshape(10, -1),
-                           np.asarray(basis["b"]).reshape(10, -1)], axis=1)
+    flat = np.concatenate(
+        [np.asarray(basis["a"]).reshape(10, -1), np.asarray(basis["b"]).reshape(10, -1)], axis=1
+    )
     np.testing.assert_array_equal(flat, np.eye(10))
     assert dtype == jnp.float64
-    for name in ("neural_tangents._src.empirical._std_basis, _unravel_array_into_pytree",
-                 "neural_tangents._src.empirical._get_fx_axis_and_dtype"):
+    for name in (
+        "neural_tangents._src.empirical._std_basis, _unravel_array_into_pytree",
+        "neural_tangents._src.empirical._get_fx_axis_and_dtype",
+    ):
         assert _patch(name).applied in (True, False)
 
 
@@ -411,7 +450,7 @@ def _arccos_relu_kernels(x1, x2, depth, W_std, b_std, W_out, b_out):
     d = x1.shape[1]
 
     def first(a, b):
-        return W_std ** 2 * (a @ b.T) / d + b_std ** 2
+        return W_std**2 * (a @ b.T) / d + b_std**2
 
     k12, k11, k22 = first(x1, x2), np.diag(first(x1, x1)), np.diag(first(x2, x2))
     t12 = k12.copy()
@@ -421,11 +460,11 @@ def _arccos_relu_kernels(x1, x2, depth, W_std, b_std, W_out, b_out):
         theta = np.arccos(np.clip(k12 / norm, -1.0, 1.0))
         e_phi = norm / (2 * np.pi) * (np.sin(theta) + (np.pi - theta) * np.cos(theta))
         e_dphi = (np.pi - theta) / (2 * np.pi)
-        k12_new = w ** 2 * e_phi + b ** 2
-        t12 = k12_new + w ** 2 * e_dphi * t12
+        k12_new = w**2 * e_phi + b**2
+        t12 = k12_new + w**2 * e_dphi * t12
         k12 = k12_new
-        k11 = w ** 2 * k11 / 2 + b ** 2  # theta = 0 on the diagonal
-        k22 = w ** 2 * k22 / 2 + b ** 2
+        k11 = w**2 * k11 / 2 + b**2  # theta = 0 on the diagonal
+        k22 = w**2 * k22 / 2 + b**2
     return k12, t12
 
 
@@ -453,53 +492,68 @@ def test_kernel_fn_erf_and_elementwise_numerical_closed_forms():
     W, b, W_out = 1.3, 0.4, 0.8
     x1 = np.random.default_rng(2).normal(size=(4, 3))
     x2 = np.random.default_rng(3).normal(size=(3, 3))
-    k0 = lambda a, c: W ** 2 * a @ c.T / 3 + b ** 2  # noqa: E731
+    k0 = lambda a, c: W**2 * a @ c.T / 3 + b**2  # noqa: E731
     k12, k11, k22 = k0(x1, x2), np.diag(k0(x1, x1)), np.diag(k0(x2, x2))
 
     _, _, kf = stax.serial(stax.Dense(64, W_std=W, b_std=b), stax.Erf(), stax.Dense(1))
     closed = 2 / np.pi * np.arcsin(2 * k12 / np.sqrt(np.outer(1 + 2 * k11, 1 + 2 * k22)))
     assert _rel(kf(x1, x2, "nngp"), closed) < 1e-8
 
-    _, _, kf_num = stax.serial(stax.Dense(64, W_std=W, b_std=b),
-                               stax.ElementwiseNumerical(lambda z: z ** 2 + z, deg=8),
-                               stax.Dense(1, W_std=W_out))
+    _, _, kf_num = stax.serial(
+        stax.Dense(64, W_std=W, b_std=b),
+        stax.ElementwiseNumerical(lambda z: z**2 + z, deg=8),
+        stax.Dense(1, W_std=W_out),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # NT warns that deg controls the error
         k_num = _kjit(kf_num)(x1, x2, ("nngp", "ntk"))
-    nngp = W_out ** 2 * (np.outer(k11, k22) + 2 * k12 ** 2 + k12)
-    ntk = nngp + W_out ** 2 * (4 * k12 + 1) * k12
+    nngp = W_out**2 * (np.outer(k11, k22) + 2 * k12**2 + k12)
+    ntk = nngp + W_out**2 * (4 * k12 + 1) * k12
     assert _rel(k_num.nngp, nngp) < 1e-10
     assert _rel(k_num.ntk, ntk) < 1e-10
 
 
 def test_kernel_fn_conv_pooling_flatten_closed_forms():
     """Exact identities: a 1x1 convolution on 1x1 images is a dense layer (Flatten and
-    GlobalAvgPool are then the identity); a full-window AvgPool then Flatten is GlobalAvgPool; a linear circular
-    convolution followed by GlobalAvgPool has the NNGP
+    GlobalAvgPool are then the identity); a full-window AvgPool then Flatten is GlobalAvgPool; a
+    linear circular convolution followed by GlobalAvgPool has the NNGP
     :math:`W^2 \\bar x \\cdot \\bar x' / C + b^2` (:math:`\\bar x` the spatial mean)."""
     W, b = 1.6, 0.3
     x = np.random.default_rng(4).normal(size=(4, 1, 1, 3))
-    _, _, k_dense = stax.serial(stax.Dense(8, W_std=W, b_std=b), stax.Relu(),
-                                stax.Dense(1, W_std=W, b_std=b))
+    _, _, k_dense = stax.serial(
+        stax.Dense(8, W_std=W, b_std=b), stax.Relu(), stax.Dense(1, W_std=W, b_std=b)
+    )
     ref = _kjit(k_dense)(x.reshape(4, 3), None, ("nngp", "ntk"))
     for head in (stax.Flatten(), stax.GlobalAvgPool()):
-        _, _, k_conv = stax.serial(stax.Conv(8, (1, 1), W_std=W, b_std=b), stax.Relu(),
-                                   stax.Conv(1, (1, 1), W_std=W, b_std=b), head)
+        _, _, k_conv = stax.serial(
+            stax.Conv(8, (1, 1), W_std=W, b_std=b),
+            stax.Relu(),
+            stax.Conv(1, (1, 1), W_std=W, b_std=b),
+            head,
+        )
         got = _kjit(k_conv)(x, None, ("nngp", "ntk"))
         assert _rel(got.nngp.reshape(4, 4), ref.nngp) < RELU_TOL
         assert _rel(got.ntk.reshape(4, 4), ref.ntk) < RELU_TOL
 
     xs = np.random.default_rng(5).normal(size=(3, 5, 4, 2))
-    _, _, k_lin = stax.serial(stax.Conv(8, (3, 2), padding="CIRCULAR", W_std=W, b_std=b),
-                              stax.GlobalAvgPool())
+    _, _, k_lin = stax.serial(
+        stax.Conv(8, (3, 2), padding="CIRCULAR", W_std=W, b_std=b), stax.GlobalAvgPool()
+    )
     mean = xs.mean(axis=(1, 2))
-    closed = W ** 2 * mean @ mean.T / 2 + b ** 2
+    closed = W**2 * mean @ mean.T / 2 + b**2
     assert _rel(_kjit(k_lin)(xs, None, "nngp"), closed) < 1e-12
     # AvgPool over the whole image then Flatten equals GlobalAvgPool
-    _, _, k_pool = stax.serial(stax.Conv(8, (3, 2), padding="CIRCULAR", W_std=W, b_std=b),
-                               stax.Relu(), stax.AvgPool((5, 4)), stax.Flatten())
-    _, _, k_gap = stax.serial(stax.Conv(8, (3, 2), padding="CIRCULAR", W_std=W, b_std=b),
-                              stax.Relu(), stax.GlobalAvgPool())
+    _, _, k_pool = stax.serial(
+        stax.Conv(8, (3, 2), padding="CIRCULAR", W_std=W, b_std=b),
+        stax.Relu(),
+        stax.AvgPool((5, 4)),
+        stax.Flatten(),
+    )
+    _, _, k_gap = stax.serial(
+        stax.Conv(8, (3, 2), padding="CIRCULAR", W_std=W, b_std=b),
+        stax.Relu(),
+        stax.GlobalAvgPool(),
+    )
     assert _rel(_kjit(k_pool)(xs, None, "ntk"), _kjit(k_gap)(xs, None, "ntk")) < RELU_TOL
 
 
@@ -514,17 +568,22 @@ def test_monte_carlo_kernel_within_monte_carlo_error(net):
     kernels at any width, so their mean over ``S`` samples lies within a few standard errors
     :math:`\\sigma/\\sqrt{S}` of it (``sigma`` estimated from independent draws)."""
     if net == "fcn":
-        init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(32, W_std=1.5, b_std=0.2),
-                                                   stax.Relu(), stax.Dense(1, W_std=1.1))
+        init_fn, apply_fn, kernel_fn = stax.serial(
+            stax.Dense(32, W_std=1.5, b_std=0.2), stax.Relu(), stax.Dense(1, W_std=1.1)
+        )
         x = np.random.default_rng(6).normal(size=(3, 3))
     else:
         init_fn, apply_fn, kernel_fn = stax.serial(
-            stax.Conv(8, (2, 2), padding="SAME", W_std=1.5, b_std=0.2), stax.Erf(),
-            stax.GlobalAvgPool(), stax.Dense(1, W_std=1.1))
+            stax.Conv(8, (2, 2), padding="SAME", W_std=1.5, b_std=0.2),
+            stax.Erf(),
+            stax.GlobalAvgPool(),
+            stax.Dense(1, W_std=1.1),
+        )
         x = np.random.default_rng(6).normal(size=(2, 3, 3, 2))
     n_samples = 16
-    got = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(21), n_samples,
-                                   implementation=3)(x, None, ("nngp", "ntk"))
+    got = nt.monte_carlo_kernel_fn(
+        init_fn, apply_fn, jax.random.key(21), n_samples, implementation=3
+    )(x, None, ("nngp", "ntk"))
     exact = kernel_fn(x, None, ("nngp", "ntk"))
 
     ekf = nt.empirical_kernel_fn(apply_fn, implementation=1)
@@ -578,9 +637,15 @@ def regression():
     a = rng.normal(size=(n + m, n + m))
     full = a @ a.T / (n + m) + 0.3 * np.eye(n + m)  # a PSD kernel on train + test
     return types.SimpleNamespace(
-        k_tt=full[:n, :n], k_st=full[n:, :n], k_ss=full[n:, n:], n=n, k=k,
-        y=rng.normal(size=(n, k)), f0=0.1 * rng.normal(size=(n, k)),
-        f0_test=0.1 * rng.normal(size=(m, k)))
+        k_tt=full[:n, :n],
+        k_st=full[n:, :n],
+        k_ss=full[n:, n:],
+        n=n,
+        k=k,
+        y=rng.normal(size=(n, k)),
+        f0=0.1 * rng.normal(size=(n, k)),
+        f0_test=0.1 * rng.normal(size=(m, k)),
+    )
 
 
 def _gd_closed_form(k_tt, k_st, y, f0, f0_test, t, lr):
@@ -614,10 +679,12 @@ def test_gradient_descent_mse_under_vmap_jit_grad(regression):
 
     def test_pred(k_tt, t, lr=1.0, y=r.y):
         return nt.predict.gradient_descent_mse(k_tt, y, learning_rate=lr)(
-            t, r.f0, r.f0_test, r.k_st)[1]
+            t, r.f0, r.f0_test, r.k_st
+        )[1]
 
-    refs = np.stack([_gd_closed_form(r.k_tt, r.k_st, r.y, r.f0, r.f0_test, float(t), 1.0)[1]
-                     for t in ts])
+    refs = np.stack(
+        [_gd_closed_form(r.k_tt, r.k_st, r.y, r.f0, r.f0_test, float(t), 1.0)[1] for t in ts]
+    )
     predict = nt.predict.gradient_descent_mse(r.k_tt, r.y)
     # the predictor is created with a concrete kernel, first called under jit, then vmap
     assert _rel(jax.jit(lambda t: predict(t, r.f0, r.f0_test, r.k_st)[1])(ts[0]), refs[0]) < 1e-10
@@ -664,7 +731,8 @@ def test_gradient_descent_mse_under_vmap_jit_grad(regression):
         try:
             with pytest.raises(jax.errors.UnexpectedTracerError):
                 jax.grad(lambda k: jnp.sum(original(k, r.y)(1.0, r.f0, r.f0_test, r.k_st)[1]))(
-                    jnp.asarray(r.k_tt))
+                    jnp.asarray(r.k_tt)
+                )
         finally:
             predict_mod.jax = saved
 
@@ -674,8 +742,9 @@ def test_gradient_descent_mse_ensemble_matches_closed_form(regression):
     zero-mean prior with NNGP ``K`` and NTK ``Theta``."""
     x_train = np.random.default_rng(12).normal(size=(6, 3))
     x_test = np.random.default_rng(13).normal(size=(3, 3))
-    _, _, kernel_fn = stax.serial(stax.Dense(64, W_std=1.4, b_std=0.3), stax.Relu(),
-                                  stax.Dense(1, W_std=1.1, b_std=0.2))
+    _, _, kernel_fn = stax.serial(
+        stax.Dense(64, W_std=1.4, b_std=0.3), stax.Relu(), stax.Dense(1, W_std=1.1, b_std=0.2)
+    )
     y = np.random.default_rng(14).normal(size=(6, 1))
     lr, t = 0.8, 2.5
     predict = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y, learning_rate=lr)
@@ -699,8 +768,13 @@ def test_gradient_descent_mse_ensemble_matches_closed_form(regression):
     ts = jnp.array([0.5, t])
     means = jax.vmap(lambda s: predict(s, x_test, "ntk"))(ts)
     assert _rel(means[1], mean) < 1e-9
-    g = jax.grad(lambda yy: jnp.sum(nt.predict.gradient_descent_mse_ensemble(
-        kernel_fn, x_train, yy, learning_rate=lr)(t, x_test, "ntk")))(jnp.asarray(y))
+    g = jax.grad(
+        lambda yy: jnp.sum(
+            nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, yy, learning_rate=lr)(
+                t, x_test, "ntk"
+            )
+        )
+    )(jnp.asarray(y))
     assert _rel(g, a.T @ np.ones((3, 1))) < 1e-9
 
 
@@ -725,8 +799,9 @@ def test_max_learning_rate_matches_numpy(regression):
 
 
 def test_linearize_and_taylor_expand():
-    init_fn, apply_fn, _ = stax.serial(stax.Dense(8, W_std=1.3, b_std=0.2), stax.Erf(),
-                                       stax.Dense(2))
+    init_fn, apply_fn, _ = stax.serial(
+        stax.Dense(8, W_std=1.3, b_std=0.2), stax.Erf(), stax.Dense(2)
+    )
     x = jax.random.normal(jax.random.key(24), (3, 5))
     _, p0 = init_fn(jax.random.key(25), x.shape)
     dp = jax.tree_util.tree_map(lambda a: 1e-3 * jnp.cos(jnp.arange(a.size)).reshape(a.shape), p0)
@@ -748,7 +823,8 @@ def test_installed_versions_are_tested_and_documented():
     py, jx = compat.installed_versions()
     assert compat.is_tested(), (
         f"Python {py} with jax {jx} is not in compat.TESTED_VERSIONS: run the whole suite on "
-        "it, then add it there (and to the compat docstring's table)")
+        "it, then add it there (and to the compat docstring's table)"
+    )
     # the docstring's table (shown on the API page) lists exactly the tested pairs
     rows = re.findall(r"^(3\.\d+)\s+(\d[\d.]*)\s+\S", compat.__doc__, re.M)
     assert rows == [(v.python, v.jax) for v in compat.TESTED_VERSIONS]
@@ -760,13 +836,20 @@ def test_requirements_lock_the_newest_tested_jax_per_python():
     pins = re.findall(r'^jax\[cpu\]==(\S+); python_version ([<>=]+) "(3\.\d+)"', lock, re.M)
     assert pins, "requirements.txt pins jax per Python with environment markers"
     for jx, op, bound in pins:
-        pys = [v.python for v in compat.TESTED_VERSIONS
-               if eval(f"{tuple(map(int, v.python.split('.')))} {op} "  # noqa: S307
-                       f"{tuple(map(int, bound.split('.')))}")]
+        pys = [
+            v.python
+            for v in compat.TESTED_VERSIONS
+            if eval(
+                f"{tuple(map(int, v.python.split('.')))} {op} "  # noqa: S307
+                f"{tuple(map(int, bound.split('.')))}"
+            )
+        ]
         assert pys, (jx, op, bound)
         for p in pys:  # the lock gives each tested Python the newest JAX tested on it
-            newest = max((v.jax for v in compat.TESTED_VERSIONS if v.python == p),
-                         key=lambda s: tuple(map(int, s.split("."))))
+            newest = max(
+                (v.jax for v in compat.TESTED_VERSIONS if v.python == p),
+                key=lambda s: tuple(map(int, s.split("."))),
+            )
             assert jx == newest, (p, jx, newest)
 
 
@@ -776,8 +859,11 @@ def test_patch_needed_on_matches_the_installed_jax():
     jx = jax.__version__
     if jx not in compat.TESTED_JAX:
         pytest.skip(f"jax {jx} is not a tested version")
-    wrong = [(p.name, p.applied, p.needed_on) for p in compat.PATCHES
-             if p.applied != (jx in p.needed_on)]
+    wrong = [
+        (p.name, p.applied, p.needed_on)
+        for p in compat.PATCHES
+        if p.applied != (jx in p.needed_on)
+    ]
     assert not wrong, f"on jax {jx} the measured need differs from compat._NEEDED_ON: {wrong}"
     for p in compat.PATCHES:
         assert set(p.needed_on) <= set(compat.TESTED_JAX), p
@@ -798,8 +884,9 @@ def test_wrap_init_deprecation_only_in_nt_original():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with pytest.raises(TypeError):
-                original(lambda p: apply_fn(p, x), empirical_mod._MODE.DF_DY, True, True,
-                         None, params)
+                original(
+                    lambda p: apply_fn(p, x), empirical_mod._MODE.DF_DY, True, True, None, params
+                )
         dep = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
         assert all("wrap_init" in m for m in dep), dep
 
@@ -814,26 +901,44 @@ def _branchy():
     """Dense -> FanOut(3) -> parallel(ReLU branch, Erf branch, identity) -> FanInSum -> ReLU
     -> Dense: every branch ends mean-zero Gaussian, as ``FanInSum`` requires."""
     return stax.serial(
-        stax.Dense(16, W_std=1.5, b_std=0.1), stax.FanOut(3),
-        stax.parallel(stax.serial(stax.Relu(), stax.Dense(16, W_std=1.3, b_std=0.2)),
-                      stax.serial(stax.Erf(), stax.Dense(16, W_std=1.2)),
-                      stax.Identity()),
-        stax.FanInSum(), stax.Relu(), stax.Dense(2, W_std=1.1, b_std=0.3))
+        stax.Dense(16, W_std=1.5, b_std=0.1),
+        stax.FanOut(3),
+        stax.parallel(
+            stax.serial(stax.Relu(), stax.Dense(16, W_std=1.3, b_std=0.2)),
+            stax.serial(stax.Erf(), stax.Dense(16, W_std=1.2)),
+            stax.Identity(),
+        ),
+        stax.FanInSum(),
+        stax.Relu(),
+        stax.Dense(2, W_std=1.1, b_std=0.3),
+    )
 
 
 def _attention():
     """Sequence model: Dense, global self-attention, ReLU, average pooling, Dense."""
-    return stax.serial(stax.Dense(6, W_std=1.2), stax.GlobalSelfAttention(6, 4, 4, n_heads=2),
-                       stax.Relu(), stax.GlobalAvgPool(), stax.Dense(2))
+    return stax.serial(
+        stax.Dense(6, W_std=1.2),
+        stax.GlobalSelfAttention(6, 4, 4, n_heads=2),
+        stax.Relu(),
+        stax.GlobalAvgPool(),
+        stax.Dense(2),
+    )
 
 
 def _cnn_branches_pooling():
     return stax.serial(
-        stax.Conv(4, (2, 2), padding="SAME", W_std=1.4, b_std=0.1), stax.FanOut(2),
-        stax.parallel(stax.serial(stax.Relu(), stax.AvgPool((2, 2), padding="SAME")),
-                      stax.serial(stax.Erf(), stax.SumPool((2, 2), padding="SAME"))),
-        stax.FanInConcat(axis=-1), stax.Conv(3, (2, 2)), stax.Relu(), stax.Flatten(),
-        stax.Dense(2))
+        stax.Conv(4, (2, 2), padding="SAME", W_std=1.4, b_std=0.1),
+        stax.FanOut(2),
+        stax.parallel(
+            stax.serial(stax.Relu(), stax.AvgPool((2, 2), padding="SAME")),
+            stax.serial(stax.Erf(), stax.SumPool((2, 2), padding="SAME")),
+        ),
+        stax.FanInConcat(axis=-1),
+        stax.Conv(3, (2, 2)),
+        stax.Relu(),
+        stax.Flatten(),
+        stax.Dense(2),
+    )
 
 
 def test_batch_over_branches_equals_unbatched():
@@ -842,8 +947,11 @@ def test_batch_over_branches_equals_unbatched():
     x1, x2 = rng.normal(size=(6, 5)), rng.normal(size=(4, 5))
     full = _kjit(kernel_fn)(x1, x2, ("nngp", "ntk"))
     full11 = _kjit(kernel_fn)(x1, None, ("nngp", "ntk"))
-    for kwargs in ({"batch_size": 2}, {"batch_size": 3, "store_on_device": False},
-                   {"batch_size": 2, "device_count": 0}):
+    for kwargs in (
+        {"batch_size": 2},
+        {"batch_size": 3, "store_on_device": False},
+        {"batch_size": 2, "device_count": 0},
+    ):
         got = nt.batch(kernel_fn, **kwargs)(x1, x2, ("nngp", "ntk"))
         assert _rel(got.nngp, full.nngp) < RELU_TOL and _rel(got.ntk, full.ntk) < RELU_TOL
         got = nt.batch(kernel_fn, **kwargs)(x1, None, ("nngp", "ntk"))
@@ -877,27 +985,39 @@ def test_monte_carlo_float32():
         x = jnp.asarray(np.random.default_rng(32).normal(size=(4, 3)), jnp.float32)
         init_fn, apply_fn, kernel_fn = stax.Dense(5, W_std=1.3, b_std=0.4)
         for impl in (1, 2, 3):
-            got = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(33), 4,
-                                           implementation=impl)(x, None, "ntk")
+            got = nt.monte_carlo_kernel_fn(
+                init_fn, apply_fn, jax.random.key(33), 4, implementation=impl
+            )(x, None, "ntk")
             assert got.dtype == jnp.float32
             assert _rel(got, kernel_fn(x, None, "ntk")) < 20 * np.finfo(np.float32).eps
 
-        init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(64, W_std=1.5, b_std=0.2),
-                                                   stax.Relu(), stax.Dense(1, W_std=1.1))
+        init_fn, apply_fn, kernel_fn = stax.serial(
+            stax.Dense(64, W_std=1.5, b_std=0.2), stax.Relu(), stax.Dense(1, W_std=1.1)
+        )
         n = 32
-        got = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(34), n,
-                                       batch_size=2)(x, None, ("nngp", "ntk"))
+        got = nt.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(34), n, batch_size=2)(
+            x, None, ("nngp", "ntk")
+        )
         exact = kernel_fn(x, None, ("nngp", "ntk"))
-        ekf = jax.jit(jax.vmap(lambda key: nt.empirical_kernel_fn(apply_fn)(
-            x, None, ("nngp", "ntk"), init_fn(key, x.shape)[1])))
+        ekf = jax.jit(
+            jax.vmap(
+                lambda key: nt.empirical_kernel_fn(apply_fn)(
+                    x, None, ("nngp", "ntk"), init_fn(key, x.shape)[1]
+                )
+            )
+        )
         draws = ekf(jax.random.split(jax.random.key(35), 32))
         for i, name in enumerate(("nngp", "ntk")):
             assert getattr(got, name).dtype == jnp.float32
             se = np.asarray(draws[i], np.float64).std(axis=0, ddof=1) / math.sqrt(n)
-            err = np.abs(np.asarray(getattr(got, name), np.float64)
-                         - np.asarray(getattr(exact, name), np.float64))
-            assert np.all(err <= 6 * se + 1e-5 * np.abs(np.asarray(getattr(exact, name)))), \
-                (name, err / se)
+            err = np.abs(
+                np.asarray(getattr(got, name), np.float64)
+                - np.asarray(getattr(exact, name), np.float64)
+            )
+            assert np.all(err <= 6 * se + 1e-5 * np.abs(np.asarray(getattr(exact, name)))), (
+                name,
+                err / se,
+            )
     finally:
         jax.config.update("jax_enable_x64", True)
 
@@ -908,8 +1028,9 @@ def test_taylor_expand_second_order_exact():
     init_fn, apply_fn, _ = _branchy()
     x = jax.random.normal(jax.random.key(36), (3, 5))
     _, p0 = init_fn(jax.random.key(37), x.shape)
-    dp = jax.tree_util.tree_map(lambda a: 0.1 * jnp.sin(jnp.arange(a.size) + 1.0)
-                                .reshape(a.shape), p0)
+    dp = jax.tree_util.tree_map(
+        lambda a: 0.1 * jnp.sin(jnp.arange(a.size) + 1.0).reshape(a.shape), p0
+    )
     p1 = jax.tree_util.tree_map(jnp.add, p0, dp)
     f = lambda p: apply_fn(p, x)  # noqa: E731
     f0, df = jax.jvp(f, (p0,), (dp,))
@@ -920,8 +1041,9 @@ def test_taylor_expand_second_order_exact():
     lin = nt.linearize(apply_fn, p0)
     assert _rel(t1, lin(p1, x)) < 1e-14 and _rel(lin(p1, x), f0 + df) < 1e-12
     g = jax.grad(lambda p: jnp.sum(lin(p, x)))(p1)  # gradient of the linear model = J^T 1
-    ref = jax.grad(lambda p: jnp.sum(jax.jvp(f, (p0,), (jax.tree_util.tree_map(
-        jnp.subtract, p, p0),))[1]))(p1)
+    ref = jax.grad(
+        lambda p: jnp.sum(jax.jvp(f, (p0,), (jax.tree_util.tree_map(jnp.subtract, p, p0),))[1])
+    )(p1)
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref), strict=True):
         assert _rel(a, b) < 1e-12
 
@@ -933,11 +1055,14 @@ def test_attention_kernel_closed_form():
     :math:`W_o^2 W_v^2 \\bar x \\cdot \\bar x' / d + b^2` (:math:`\\bar x` the sequence mean)."""
     x = np.random.default_rng(38).normal(size=(3, 5, 4))
     Wv, Wo, b = 1.3, 1.1, 0.2
-    _, _, kf = stax.serial(stax.GlobalSelfAttention(8, 8, 8, n_heads=2, W_key_std=0.0,
-                                                    W_value_std=Wv, W_out_std=Wo, b_std=b),
-                           stax.GlobalAvgPool())
+    _, _, kf = stax.serial(
+        stax.GlobalSelfAttention(
+            8, 8, 8, n_heads=2, W_key_std=0.0, W_value_std=Wv, W_out_std=Wo, b_std=b
+        ),
+        stax.GlobalAvgPool(),
+    )
     m = x.mean(axis=1)
-    assert _rel(_kjit(kf)(x, None, "nngp"), Wo ** 2 * Wv ** 2 * m @ m.T / 4 + b ** 2) < 1e-12
+    assert _rel(_kjit(kf)(x, None, "nngp"), Wo**2 * Wv**2 * m @ m.T / 4 + b**2) < 1e-12
     # with a nonlinearity after it the kernels stay symmetric PSD, NTK >= NNGP on the diagonal
     _, _, kf2 = _attention()
     k = _kjit(kf2)(x, None, ("nngp", "ntk"))
@@ -950,10 +1075,14 @@ def _direct_ntk(apply_fn, params, x1, x2):
     """Trace-averaged NTK :math:`J_1 J_2^T / k` from ``jax.jacobian`` (float64)."""
     jac = jax.jit(jax.jacobian(apply_fn))
     j1, j2 = jac(params, x1), jac(params, x2)
-    full = sum(np.einsum("iap,jbp->ijab", np.asarray(a).reshape(a.shape[:2] + (-1,)),
-                         np.asarray(b).reshape(b.shape[:2] + (-1,)))
-               for a, b in zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2),
-                               strict=True))
+    full = sum(
+        np.einsum(
+            "iap,jbp->ijab",
+            np.asarray(a).reshape(a.shape[:2] + (-1,)),
+            np.asarray(b).reshape(b.shape[:2] + (-1,)),
+        )
+        for a, b in zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2), strict=True)
+    )
     return np.einsum("ijaa->ij", full) / full.shape[-1]
 
 

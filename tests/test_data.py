@@ -16,8 +16,8 @@ import pytest
 
 from ntklit import data
 
-
 # ----------------------------------------------------------------------------- fixed datasets
+
 
 def test_digits_shapes_split_and_onehot():
     tr = data.load("digits", "train")
@@ -36,12 +36,13 @@ def test_digits_shapes_split_and_onehot():
     assert np.abs(data.load("digits", "test", dtype="float64").x.mean(0)).max() > 1e-3
     # the split does not depend on the seed; the images are sklearn's
     from sklearn.datasets import load_digits
+
     raw = data.load("digits", "train", standardize=False, seed=5)
     raw0 = data.load("digits", "train", standardize=False, seed=0)
     np.testing.assert_array_equal(raw.x, raw0.x)
     d = load_digits()
-    all_rows = {r.tobytes() + bytes([l]) for r, l in zip(d.data.astype(np.float32), d.target)}
-    assert all(r.tobytes() + bytes([l]) in all_rows for r, l in zip(raw.x, raw.labels))
+    all_rows = {r.tobytes() + bytes([lab]) for r, lab in zip(d.data.astype(np.float32), d.target)}
+    assert all(r.tobytes() + bytes([lab]) in all_rows for r, lab in zip(raw.x, raw.labels))
     # train and test disjoint in index (1297 + 500 = 1797 images)
     assert len(tr) + len(te) == d.target.shape[0]
 
@@ -96,8 +97,12 @@ def _n_affine_duplicates(a, b):
     """Rows of ``a`` equal to a row of ``b`` up to a shift and a positive scale (row
     correlation 1): the MNIST-1D generator rescales a whole dataset by its own mean and std,
     so the same sample generated in two datasets is equal only up to such a map."""
-    z = lambda x: ((x - x.mean(1, keepdims=True))
-                   / np.linalg.norm(x - x.mean(1, keepdims=True), axis=1, keepdims=True))
+
+    def z(x):
+        return (x - x.mean(1, keepdims=True)) / np.linalg.norm(
+            x - x.mean(1, keepdims=True), axis=1, keepdims=True
+        )
+
     return int(np.sum((z(a) @ z(b).T).max(1) > 1 - 1e-9))
 
 
@@ -112,8 +117,10 @@ def small_mnist1d_blocks(monkeypatch):
 
 
 def test_mnist1d_any_size_deterministic_prefix_and_disjoint(small_mnist1d_blocks):
-    big = {sp: data.load("mnist1d", sp, size=n, seed=3, dtype="float64", standardize=False)
-           for sp, n in (("train", 4700), ("test", 1400))}  # 4000 + 2 blocks, 1000 + 2 blocks
+    big = {
+        sp: data.load("mnist1d", sp, size=n, seed=3, dtype="float64", standardize=False)
+        for sp, n in (("train", 4700), ("test", 1400))
+    }  # 4000 + 2 blocks, 1000 + 2 blocks
     # train and test share no sample, not even up to the generator's rescaling (the old
     # regenerate-above-4000 scheme put 353 of the 1000 test samples into train at size 4500)
     assert not _rows(big["train"].x) & _rows(big["test"].x)
@@ -123,8 +130,7 @@ def test_mnist1d_any_size_deterministic_prefix_and_disjoint(small_mnist1d_blocks
     # a smaller size is a prefix of a larger one (across the block boundaries)
     for sp, sizes in (("train", (10, 4000, 4300, 4301)), ("test", (999, 1000, 1250))):
         for n in sizes:
-            small = data.load("mnist1d", sp, size=n, seed=3, dtype="float64",
-                              standardize=False)
+            small = data.load("mnist1d", sp, size=n, seed=3, dtype="float64", standardize=False)
             np.testing.assert_array_equal(small.x, big[sp].x[:n])
             np.testing.assert_array_equal(small.labels, big[sp].labels[:n])
     # the extension blocks cover every class and are new samples (not block 0 again)
@@ -136,22 +142,19 @@ def test_mnist1d_any_size_deterministic_prefix_and_disjoint(small_mnist1d_blocks
     # regenerating from scratch gives the same rows (no dependence on cache or call order)
     data._mnist1d_block.cache_clear()
     data._mnist1d_standard.cache_clear()
-    again = data.load("mnist1d", "train", size=4700, seed=3, dtype="float64",
-                      standardize=False)
+    again = data.load("mnist1d", "train", size=4700, seed=3, dtype="float64", standardize=False)
     np.testing.assert_array_equal(again.x, big["train"].x)
     # standardization uses the standard train split whatever the size
     a = data.load("mnist1d", "train", size=4700, seed=3, dtype="float64")
     b = data.load("mnist1d", "train", size=50, seed=3, dtype="float64")
     np.testing.assert_array_equal(a.x[:50], b.x)
     # another seed orders the same samples differently
-    other = data.load("mnist1d", "train", size=4000, seed=4, dtype="float64",
-                      standardize=False)
+    other = data.load("mnist1d", "train", size=4000, seed=4, dtype="float64", standardize=False)
     assert _rows(other.x) == _rows(big["train"].x[:4000])
     assert not np.array_equal(other.x, big["train"].x[:4000])
 
 
-@pytest.mark.parametrize("name,n_big", [("digits", 500), ("gaussian", 2000),
-                                         ("sphere", 2000)])
+@pytest.mark.parametrize("name,n_big", [("digits", 500), ("gaussian", 2000), ("sphere", 2000)])
 def test_splits_disjoint_deterministic_and_prefix(name, n_big):
     kw = dict(dtype="float64", standardize=False)
     tr = data.load(name, "train", size=n_big, seed=7, **kw)
@@ -187,20 +190,24 @@ def test_synthetic(name):
     assert acc > 0.5, acc
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(name="imagenet"), "name must be one of"),
-    (dict(name="digits", split="valid"), "split must be one of"),
-    (dict(name="digits", size=0), "size"),
-    (dict(name="digits", size=2.5), "size"),
-    (dict(name="digits", seed=-1), "seed"),
-    (dict(name="digits", dtype="int8"), "dtype"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(name="imagenet"), "name must be one of"),
+        (dict(name="digits", split="valid"), "split must be one of"),
+        (dict(name="digits", size=0), "size"),
+        (dict(name="digits", size=2.5), "size"),
+        (dict(name="digits", seed=-1), "seed"),
+        (dict(name="digits", dtype="int8"), "dtype"),
+    ],
+)
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         data.load(**kw)
 
 
 # ----------------------------------------------------------------------------- cached datasets
+
 
 def _idx_gz(arr: np.ndarray) -> bytes:
     code = 0x0800 | arr.ndim
@@ -209,8 +216,10 @@ def _idx_gz(arr: np.ndarray) -> bytes:
 
 
 def _fake_mnist(rng, n_train=30, n_test=12):
-    xs = {s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-          for s, n in (("train", n_train), ("t10k", n_test))}
+    xs = {
+        s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        for s, n in (("train", n_train), ("t10k", n_test))
+    }
     ls = {s: rng.integers(0, 10, xs[s].shape[0], dtype=np.uint8) for s in xs}
     files = {}
     for s in xs:
@@ -272,8 +281,9 @@ class _Server:
 
 def _point_sources(monkeypatch, name, files, mirrors):
     src = data.SOURCES[name]
-    rfs = tuple(data.RemoteFile(n, len(b), hashlib.sha256(b).hexdigest())
-                for n, b in files.items())
+    rfs = tuple(
+        data.RemoteFile(n, len(b), hashlib.sha256(b).hexdigest()) for n, b in files.items()
+    )
     monkeypatch.setitem(data.SOURCES, name, data._Source(src.folder, rfs, list(mirrors)))
     data._raw_mnist.cache_clear()
     data._raw_cifar10.cache_clear()
@@ -329,7 +339,9 @@ def test_corrupt_download_is_detected_and_never_used(cache, monkeypatch):
     bad = dict(files)
     name = "train-images-idx3-ubyte.gz"
     bad[name] = files[name][:-100]  # partial download
-    bad["t10k-images-idx3-ubyte.gz"] = bytes(len(files["t10k-images-idx3-ubyte.gz"]))  # right size, wrong bytes
+    bad["t10k-images-idx3-ubyte.gz"] = bytes(
+        len(files["t10k-images-idx3-ubyte.gz"])
+    )  # right size, wrong bytes
     srv = _Server(bad)
     try:
         _point_sources(monkeypatch, "mnist", good, [srv.url])

@@ -8,21 +8,22 @@ import numpy as np
 import pytest
 
 import ntklit  # noqa: F401  (applies the compat patches)
-from neural_tangents import stax
 from ntklit import empirical as E
 from ntklit import nets
 
-jax.config.update("jax_enable_x64", True)
+from neural_tangents import stax
 
+jax.config.update("jax_enable_x64", True)
 
 
 def _stax_fcn(depth, width, act, W_std, b_std, out_dim, parameterization="ntk"):
     layers = []
     for _ in range(depth):
-        layers += [stax.Dense(width, W_std=W_std, b_std=b_std,
-                              parameterization=parameterization), nets.activation_layer(act)]
-    layers.append(stax.Dense(out_dim, W_std=W_std, b_std=b_std,
-                             parameterization=parameterization))
+        layers += [
+            stax.Dense(width, W_std=W_std, b_std=b_std, parameterization=parameterization),
+            nets.activation_layer(act),
+        ]
+    layers.append(stax.Dense(out_dim, W_std=W_std, b_std=b_std, parameterization=parameterization))
     return stax.serial(*layers)
 
 
@@ -36,9 +37,18 @@ def _rel(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
-@pytest.mark.parametrize("act,depth,b_std,out_dim", [
-    ("relu", 1, 0.1, 1), ("relu", 3, None, 2), ("erf", 2, 0.5, 1), ("erf", 1, None, 3),
-    ("tanh", 2, 0.2, 2), ("linear", 3, 0.3, 1), ("relu", 0, 0.2, 2)])
+@pytest.mark.parametrize(
+    "act,depth,b_std,out_dim",
+    [
+        ("relu", 1, 0.1, 1),
+        ("relu", 3, None, 2),
+        ("erf", 2, 0.5, 1),
+        ("erf", 1, None, 3),
+        ("tanh", 2, 0.2, 2),
+        ("linear", 3, 0.3, 1),
+        ("relu", 0, 0.2, 2),
+    ],
+)
 def test_fcn_fast_path_matches_jacobian_contraction(act, depth, b_std, out_dim):
     init_fn, apply_fn, _ = _stax_fcn(depth, 9, act, 1.4, b_std, out_dim)
     _, params = init_fn(jax.random.key(0), (-1, 6))
@@ -48,8 +58,9 @@ def test_fcn_fast_path_matches_jacobian_contraction(act, depth, b_std, out_dim):
     variants = [(x2, True)] + ([(None, False), (x2, False)] if out_dim > 1 else [(None, True)])
     for xx, trace in variants:
         ref = E.ntk(apply_fn, params, x1, xx, trace_outputs=trace)
-        fast = E.fcn_kernels(params, x1, xx, activation=act, W_std=1.4, b_std=b_std,
-                             trace_outputs=trace)
+        fast = E.fcn_kernels(
+            params, x1, xx, activation=act, W_std=1.4, b_std=b_std, trace_outputs=trace
+        )
         assert fast.ntk.shape == ref.shape
         assert _rel(fast.ntk, ref) < 1e-6
         nngp = E.nngp(apply_fn, params, x1, xx, trace_outputs=trace)
@@ -64,8 +75,9 @@ def test_fcn_fast_path_standard_parameterization_and_nets():
     fast = E.fcn_ntk(params, x1, x2, W_std=1.3, b_std=0.2, parameterization="standard")
     assert _rel(fast, ref) < 1e-6
     # ntklit.nets networks, orthogonal init, against a second NT implementation
-    init_fn, apply_fn, _ = nets.fcn(2, 8, activation="erf", W_std=1.5, b_std=0.1,
-                                    init="orthogonal")
+    init_fn, apply_fn, _ = nets.fcn(
+        2, 8, activation="erf", W_std=1.5, b_std=0.1, init="orthogonal"
+    )
     _, params = init_fn(jax.random.key(4), (-1, 6))
     ref = E.ntk(apply_fn, params, x1, x2, implementation="ntk_vector_products")
     assert _rel(E.fcn_ntk(params, x1, x2, activation="erf", W_std=1.5, b_std=0.1), ref) < 1e-6
@@ -84,9 +96,8 @@ def test_fcn_ntk_layer_sum_closed_form_one_hidden_layer():
     a1, a2 = np.maximum(h1, 0), np.maximum(h2, 0)
     d1 = sw / np.sqrt(n) * W2[:, 0] * (h1 > 0)  # df/dh1, (N1, n)
     d2 = sw / np.sqrt(n) * W2[:, 0] * (h2 > 0)
-    theta = ((sw ** 2 / n0 * x1 @ x2.T + sb ** 2) * (d1 @ d2.T)
-             + sw ** 2 / n * a1 @ a2.T + sb ** 2)
-    nngp = sw ** 2 / n * a1 @ a2.T + sb ** 2
+    theta = (sw**2 / n0 * x1 @ x2.T + sb**2) * (d1 @ d2.T) + sw**2 / n * a1 @ a2.T + sb**2
+    nngp = sw**2 / n * a1 @ a2.T + sb**2
     K = E.fcn_kernels([(W1, b1), (W2, b2)], x1, x2, W_std=sw, b_std=sb)
     np.testing.assert_allclose(K.ntk, theta, rtol=1e-10)
     np.testing.assert_allclose(K.nngp, nngp, rtol=1e-10)
@@ -113,8 +124,7 @@ def test_conditional_nngp_is_mean_over_readout():
     assert np.all(np.abs(mc - cond) < 5 * se + 1e-12)
     # 'output' readout is exactly f f^T of this network
     f = apply_fn(params, x1)
-    np.testing.assert_allclose(E.nngp(apply_fn, params, x1, readout="output"), f @ f.T,
-                               rtol=1e-12)
+    np.testing.assert_allclose(E.nngp(apply_fn, params, x1, readout="output"), f @ f.T, rtol=1e-12)
 
 
 def test_cnn_kernels_two_implementations_and_gap_features():
@@ -126,37 +136,64 @@ def test_cnn_kernels_two_implementations_and_gap_features():
     assert jc.shape == (3, 3)
     assert _rel(nvp, jc) < 1e-9
     # conditional NNGP = (W_std^2 / C) <GAP features> + b_std^2, features via apply_fn truncated
-    _, feat_fn, _ = stax.serial(stax.Conv(4, (3, 3), padding="SAME", W_std=1.5, b_std=0.1),
-                                stax.Relu(), stax.Conv(4, (3, 3), padding="SAME", W_std=1.5,
-                                                       b_std=0.1), stax.Relu(),
-                                stax.GlobalAvgPool())
+    _, feat_fn, _ = stax.serial(
+        stax.Conv(4, (3, 3), padding="SAME", W_std=1.5, b_std=0.1),
+        stax.Relu(),
+        stax.Conv(4, (3, 3), padding="SAME", W_std=1.5, b_std=0.1),
+        stax.Relu(),
+        stax.GlobalAvgPool(),
+    )
     phi = feat_fn(params[:5], x)
-    expect = 1.5 ** 2 / 4 * phi @ phi.T + 0.1 ** 2
+    expect = 1.5**2 / 4 * phi @ phi.T + 0.1**2
     np.testing.assert_allclose(E.nngp(apply_fn, params, x), expect, rtol=1e-10)
 
 
-@pytest.mark.parametrize("depth,act,b_std,readout,padding,init,conv,out_dim,shape,fs", [
-    (2, "relu", 0.1, "gap", "SAME", "gaussian", "orthogonal", 1, (3, 5, 5, 2), (3, 3)),
-    (2, "erf", 0.0, "flatten", "VALID", "orthogonal", "orthogonal", 2, (3, 6, 5, 1), (3, 3)),
-    (1, "tanh", 0.3, "gap", "CIRCULAR", "orthogonal", "delta", 3, (2, 4, 5, 2), (3, 3)),
-    (0, "relu", 0.2, "gap", "SAME", "gaussian", "orthogonal", 2, (3, 4, 4, 2), (3, 3)),
-    (2, "linear", 0.2, "flatten", "SAME", "gaussian", "orthogonal", 1, (2, 4, 3, 1), (2, 3)),
-    (2, "relu", 0.1, "gap", "CIRCULAR", "gaussian", "orthogonal", 2, (2, 7, 2), (4,))])
-def test_cnn_fast_path_matches_jacobian_contraction(depth, act, b_std, readout, padding, init,
-                                                    conv, out_dim, shape, fs):
+@pytest.mark.parametrize(
+    "depth,act,b_std,readout,padding,init,conv,out_dim,shape,fs",
+    [
+        (2, "relu", 0.1, "gap", "SAME", "gaussian", "orthogonal", 1, (3, 5, 5, 2), (3, 3)),
+        (2, "erf", 0.0, "flatten", "VALID", "orthogonal", "orthogonal", 2, (3, 6, 5, 1), (3, 3)),
+        (1, "tanh", 0.3, "gap", "CIRCULAR", "orthogonal", "delta", 3, (2, 4, 5, 2), (3, 3)),
+        (0, "relu", 0.2, "gap", "SAME", "gaussian", "orthogonal", 2, (3, 4, 4, 2), (3, 3)),
+        (2, "linear", 0.2, "flatten", "SAME", "gaussian", "orthogonal", 1, (2, 4, 3, 1), (2, 3)),
+        (2, "relu", 0.1, "gap", "CIRCULAR", "gaussian", "orthogonal", 2, (2, 7, 2), (4,)),
+    ],
+)
+def test_cnn_fast_path_matches_jacobian_contraction(
+    depth, act, b_std, readout, padding, init, conv, out_dim, shape, fs
+):
     """Every entry of the CNN fast path (NTK and conditional NNGP, traced and not, x2 given or
     not) against neural-tangents' Jacobian contraction: paddings, readouts, the three CNN
     ensembles of chapter 4, no conv layer, a 1-D CNN and even filters."""
-    init_fn, apply_fn, _ = nets.cnn(depth, 3, filter_shape=fs, activation=act, W_std=1.3,
-                                    b_std=b_std, readout=readout, padding=padding, init=init,
-                                    conv=conv, out_dim=out_dim)
+    init_fn, apply_fn, _ = nets.cnn(
+        depth,
+        3,
+        filter_shape=fs,
+        activation=act,
+        W_std=1.3,
+        b_std=b_std,
+        readout=readout,
+        padding=padding,
+        init=init,
+        conv=conv,
+        out_dim=out_dim,
+    )
     x = jax.random.normal(jax.random.key(1), shape, dtype=jnp.float64)
     x2 = jax.random.normal(jax.random.key(2), (4,) + shape[1:], dtype=jnp.float64)
     _, params = init_fn(jax.random.key(0), x.shape)
     for xx, trace in ((None, True), (x2, True), (x2, False)):
         ref = E.ntk(apply_fn, params, x, xx, trace_outputs=trace)
-        K = E.cnn_kernels(params, x, xx, activation=act, W_std=1.3, b_std=b_std,
-                          readout=readout, padding=padding, trace_outputs=trace)
+        K = E.cnn_kernels(
+            params,
+            x,
+            xx,
+            activation=act,
+            W_std=1.3,
+            b_std=b_std,
+            readout=readout,
+            padding=padding,
+            trace_outputs=trace,
+        )
         assert K.ntk.shape == ref.shape
         assert _rel(K.ntk, ref) < 1e-10
         assert _rel(K.nngp, E.nngp(apply_fn, params, x, xx, trace_outputs=trace)) < 1e-10
@@ -167,19 +204,25 @@ def test_cnn_ensemble_and_sweep_match_single_networks():
     width_sweep(cnn=...) equals the Jacobian-contraction sweep."""
     x = jax.random.normal(jax.random.key(3), (3, 4, 4, 1), dtype=jnp.float64)
     init_fn, apply_fn, _ = nets.cnn(2, 4, W_std=1.5, b_std=0.1, init="orthogonal")
-    K = E.cnn_ensemble_kernels(init_fn, jax.random.key(4), x, n_samples=3, W_std=1.5,
-                               b_std=0.1, chunk_size=2)
+    K = E.cnn_ensemble_kernels(
+        init_fn, jax.random.key(4), x, n_samples=3, W_std=1.5, b_std=0.1, chunk_size=2
+    )
     ref = E.ensemble_kernels(init_fn, apply_fn, jax.random.key(4), x, n_samples=3)
     assert K.ntk.shape == (3, 3, 3)
     assert _rel(K.ntk, ref.ntk) < 1e-10 and _rel(K.nngp, ref.nngp) < 1e-10
 
     def build(c, init):
-        return nets.cnn(1, c, W_std=1.5, b_std=0.1, init="gaussian" if init == "gaussian"
-                        else "orthogonal", conv="delta" if init == "delta" else "orthogonal")
+        return nets.cnn(
+            1,
+            c,
+            W_std=1.5,
+            b_std=0.1,
+            init="gaussian" if init == "gaussian" else "orthogonal",
+            conv="delta" if init == "delta" else "orthogonal",
+        )
 
     kw = dict(n_samples=2, inits=("gaussian", "delta"), progress=False)
-    fast = E.width_sweep(build, [2, 5], x, jax.random.key(5), cnn=dict(W_std=1.5, b_std=0.1),
-                         **kw)
+    fast = E.width_sweep(build, [2, 5], x, jax.random.key(5), cnn=dict(W_std=1.5, b_std=0.1), **kw)
     slow = E.width_sweep(build, [2, 5], x, jax.random.key(5), **kw)
     for init in ("gaussian", "delta"):
         assert _rel(fast.ntk[init], slow.ntk[init]) < 1e-10
@@ -193,13 +236,24 @@ def test_cnn_fast_path_memory_is_independent_of_the_parameter_count():
     c, n = 4096, 16
     init_fn, _, _ = nets.cnn(2, c, W_std=1.5, b_std=0.1)
     params = jax.eval_shape(lambda k: init_fn(k, (n, 8, 8, 1))[1], jax.random.key(0))
-    params = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32),
-                                    params)
+    params = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32), params)
     x = jax.ShapeDtypeStruct((n, 8, 8, 1), jnp.float32)
     convs, ro = E.cnn_layers(params)
-    fn = jax.jit(lambda cv, r, x1: E._cnn_kernels_jit(
-        cv, r, x1, x1, phi=E.ACTIVATIONS["relu"], W_std=1.5, b_std=0.1, readout_mode="gap",
-        padding="SAME", trace_outputs=True, same=True))
+    fn = jax.jit(
+        lambda cv, r, x1: E._cnn_kernels_jit(
+            cv,
+            r,
+            x1,
+            x1,
+            phi=E.ACTIVATIONS["relu"],
+            W_std=1.5,
+            b_std=0.1,
+            readout_mode="gap",
+            padding="SAME",
+            trace_outputs=True,
+            same=True,
+        )
+    )
     temp = fn.lower(convs, ro, x).compile().memory_analysis().temp_size_in_bytes
     param_bytes = sum(s.size * 4 for s in jax.tree_util.tree_leaves(params))
     assert temp < 2 * param_bytes
@@ -210,16 +264,18 @@ def test_ensemble_matches_loop_and_chunking():
     init_fn, apply_fn, _ = nets.fcn(1, 16, W_std=1.5, b_std=0.1, init="orthogonal")
     x1, x2 = _inputs()
     key = jax.random.key(11)
-    ens = E.fcn_ensemble_kernels(init_fn, key, x1, x2, n_samples=5, W_std=1.5, b_std=0.1,
-                                 chunk_size=2)
+    ens = E.fcn_ensemble_kernels(
+        init_fn, key, x1, x2, n_samples=5, W_std=1.5, b_std=0.1, chunk_size=2
+    )
     assert ens.ntk.shape == (5, 5, 4) and ens.nngp.shape == (5, 5, 4)
     for i, k in enumerate(jax.random.split(key, 5)):
         _, p = init_fn(k, (-1, 6))
         loop = E.fcn_kernels(p, x1, x2, W_std=1.5, b_std=0.1)
         np.testing.assert_allclose(ens.ntk[i], loop.ntk, rtol=1e-10)
         np.testing.assert_allclose(ens.nngp[i], loop.nngp, rtol=1e-10)
-    gen = E.ensemble_kernels(init_fn, apply_fn, key, x1, x2, n_samples=5, chunk_size=5,
-                             init_mode="map")
+    gen = E.ensemble_kernels(
+        init_fn, apply_fn, key, x1, x2, n_samples=5, chunk_size=5, init_mode="map"
+    )
     np.testing.assert_allclose(gen.ntk, ens.ntk, rtol=1e-8)
     np.testing.assert_allclose(gen.nngp, ens.nngp, rtol=1e-8)
     # distinct networks: samples differ
@@ -232,13 +288,21 @@ def test_ensemble_init_modes_draw_the_same_networks():
     x1, _ = _inputs()
     key = jax.random.key(3)
     gauss = nets.fcn(2, 8, W_std=1.5, b_std=0.1)[0]
-    out = {m: E.fcn_ensemble_kernels(gauss, key, x1, n_samples=6, chunk_size=4, init_mode=m,
-                                     W_std=1.5, b_std=0.1).ntk for m in ("vmap", "map", "loop")}
+    out = {
+        m: E.fcn_ensemble_kernels(
+            gauss, key, x1, n_samples=6, chunk_size=4, init_mode=m, W_std=1.5, b_std=0.1
+        ).ntk
+        for m in ("vmap", "map", "loop")
+    }
     np.testing.assert_allclose(out["vmap"], out["loop"], rtol=1e-10)
     np.testing.assert_allclose(out["map"], out["loop"], rtol=1e-10)
     orth = nets.fcn(2, 8, W_std=1.5, b_std=0.1, init="orthogonal")[0]
-    a, b = (E.fcn_ensemble_kernels(orth, key, x1, n_samples=6, chunk_size=4, init_mode=m,
-                                   W_std=1.5, b_std=0.1).ntk for m in ("map", "loop"))
+    a, b = (
+        E.fcn_ensemble_kernels(
+            orth, key, x1, n_samples=6, chunk_size=4, init_mode=m, W_std=1.5, b_std=0.1
+        ).ntk
+        for m in ("map", "loop")
+    )
     np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
@@ -249,12 +313,14 @@ def test_vmapped_qr_init_on_cpu_fails_fast_and_auto_uses_map():
     before any work (n_samples=4 and width 8 would not even deadlock if it ran), and 'auto'
     must choose 'map' for QR inits and 'vmap' for Gaussian ones."""
     import time
+
     x1, _ = _inputs()
     orth = nets.fcn(2, 8, W_std=1.5, b_std=0.1, init="orthogonal")[0]
     t = time.perf_counter()
     with pytest.raises(ValueError, match="init_mode.*deadlock"):
-        E.fcn_ensemble_kernels(orth, jax.random.key(0), x1, n_samples=4, init_mode="vmap",
-                               W_std=1.5, b_std=0.1)
+        E.fcn_ensemble_kernels(
+            orth, jax.random.key(0), x1, n_samples=4, init_mode="vmap", W_std=1.5, b_std=0.1
+        )
     assert time.perf_counter() - t < 30
     cnn = nets.cnn(1, 4, init="orthogonal", conv="delta")[0]
     with pytest.raises(ValueError, match="init_mode"):
@@ -273,8 +339,7 @@ def test_ensemble_mean_is_analytic_for_one_hidden_layer():
     init_fn, _, kernel_fn = nets.fcn(1, 32, W_std=1.5, b_std=0.1)
     x1, _ = _inputs(n1=4)
     S = 300
-    ens = E.fcn_ensemble_kernels(init_fn, jax.random.key(2), x1, n_samples=S, W_std=1.5,
-                                 b_std=0.1)
+    ens = E.fcn_ensemble_kernels(init_fn, jax.random.key(2), x1, n_samples=S, W_std=1.5, b_std=0.1)
     ref = kernel_fn(x1, None, ("nngp", "ntk"))
     for samples, r in ((ens.ntk, ref.ntk), (ens.nngp, ref.nngp)):
         st = E.fluctuation_stats(samples)
@@ -300,16 +365,23 @@ def test_fluctuation_stats_and_relative_error():
 
 def test_width_sweep_shapes_and_errors():
     x1, _ = _inputs(n1=4)
-    sw = E.width_sweep(lambda w, init: nets.fcn(1, w, W_std=1.5, b_std=0.1, init=init),
-                       [4, 8], x1, jax.random.key(0), n_samples=2, progress=False,
-                       fcn=dict(W_std=1.5, b_std=0.1))
+    sw = E.width_sweep(
+        lambda w, init: nets.fcn(1, w, W_std=1.5, b_std=0.1, init=init),
+        [4, 8],
+        x1,
+        jax.random.key(0),
+        n_samples=2,
+        progress=False,
+        fcn=dict(W_std=1.5, b_std=0.1),
+    )
     assert sw.ntk["orthogonal"].shape == (2, 2, 4, 4)
     e = sw.errors("ntk")
     assert e["gaussian"].shape == (2, 2) and np.all(e["gaussian"] > 0)
     np.testing.assert_allclose(
         e["orthogonal"][1, 0],
         np.linalg.norm(sw.ntk["orthogonal"][1, 0] - sw.ntk_ref["orthogonal"])
-        / np.linalg.norm(sw.ntk_ref["gaussian"]))
+        / np.linalg.norm(sw.ntk_ref["gaussian"]),
+    )
 
 
 def test_bad_inputs():
@@ -345,8 +417,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="key"):
         E.fcn_ensemble_kernels(init_fn, 0, x1, n_samples=2)
     with pytest.raises(ValueError, match="chunk_size"):
-        E.ensemble_kernels(init_fn, apply_fn, jax.random.key(0), x1, n_samples=2,
-                           chunk_size=-1)
+        E.ensemble_kernels(init_fn, apply_fn, jax.random.key(0), x1, n_samples=2, chunk_size=-1)
     with pytest.raises(ValueError, match="widths"):
         E.width_sweep(lambda w, i: nets.fcn(1, w), [8, 0], x1, jax.random.key(0), n_samples=2)
     with pytest.raises(ValueError, match="widths"):
@@ -362,13 +433,21 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="readout"):
         E.cnn_kernels(params, jnp.ones((2, 4, 4, 1)), readout="max")
     with pytest.raises(ValueError, match="c_in"):
-        E.cnn_kernels([(jnp.ones((3, 3, 1, 2)), None), (jnp.ones((3, 3, 3, 2)), None),
-                       (jnp.ones((2, 1)), None)], jnp.ones((2, 4, 4, 1)))
+        E.cnn_kernels(
+            [
+                (jnp.ones((3, 3, 1, 2)), None),
+                (jnp.ones((3, 3, 3, 2)), None),
+                (jnp.ones((2, 1)), None),
+            ],
+            jnp.ones((2, 4, 4, 1)),
+        )
     with pytest.raises(ValueError, match="first Conv kernel"):
-        E.cnn_kernels([(jnp.ones((3, 3, 2, 2)), None), (jnp.ones((2, 1)), None)],
-                      jnp.ones((2, 4, 4, 1)))
+        E.cnn_kernels(
+            [(jnp.ones((3, 3, 2, 2)), None), (jnp.ones((2, 1)), None)], jnp.ones((2, 4, 4, 1))
+        )
     with pytest.raises(ValueError, match="at most one"):
-        E.width_sweep(lambda w, i: nets.fcn(1, w), [8], x1, jax.random.key(0), n_samples=2,
-                      fcn={}, cnn={})
+        E.width_sweep(
+            lambda w, i: nets.fcn(1, w), [8], x1, jax.random.key(0), n_samples=2, fcn={}, cnn={}
+        )
     with pytest.raises(ValueError, match="kind"):
         E.Sweep(np.array([1]), ("gaussian",), {}, {}, {}, {}).errors("cov")

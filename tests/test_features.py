@@ -39,8 +39,7 @@ def test_relu_ntk_closed_form_limits():
     x = np.eye(4) * np.array([1.0, 2.0, 3.0, 4.0])[:, None]
     for depth in (1, 2, 5):
         k = np.asarray(F.relu_ntk(x, depth=depth))
-        np.testing.assert_allclose(np.diag(k), 2 * np.sum(x ** 2, 1) * (depth + 1) / 4,
-                                   rtol=1e-12)
+        np.testing.assert_allclose(np.diag(k), 2 * np.sum(x**2, 1) * (depth + 1) / 4, rtol=1e-12)
     k1 = np.asarray(F.relu_ntk(x, depth=1))
     np.testing.assert_allclose(k1[0, 1], 2 * 1 * 2 / 4 / np.pi, rtol=1e-12)
     np.testing.assert_allclose(float(F.kappa0(0.0)), 0.5)
@@ -59,15 +58,18 @@ def test_poly_coefficients_nonnegative_and_accurate():
         assert np.max(np.abs(np.polyval(c0[::-1], t) - np.asarray(F.kappa0(t)))) < 2 * tol
         assert abs(np.sum(c1) - 1.0) < 1e-3  # kernel diagonal kept: p1(1) = kappa1(1) = 1
     x = _inputs(8, 6)
-    err8 = F.relative_frobenius_error(F.poly_relu_ntk(x, depth=2, degree=8),
-                                      F.relu_ntk(x, depth=2))
-    err2 = F.relative_frobenius_error(F.poly_relu_ntk(x, depth=2, degree=2),
-                                      F.relu_ntk(x, depth=2))
+    err8 = F.relative_frobenius_error(
+        F.poly_relu_ntk(x, depth=2, degree=8), F.relu_ntk(x, depth=2)
+    )
+    err2 = F.relative_frobenius_error(
+        F.poly_relu_ntk(x, depth=2, degree=2), F.relu_ntk(x, depth=2)
+    )
     assert err8 < 0.02 and err8 < err2
 
 
-@pytest.mark.parametrize("method, powers", [(m, "chain") for m in F.METHODS]
-                         + [("sketch", "tree")])
+@pytest.mark.parametrize(
+    "method, powers", [(m, "chain") for m in F.METHODS] + [("sketch", "tree")]
+)
 def test_feature_map_unbiased_at_depth_one(method, powers):
     """Mean of phi(x) phi(y)^T over independent keys = the kernel within Monte Carlo error.
 
@@ -76,14 +78,14 @@ def test_feature_map_unbiased_at_depth_one(method, powers):
     from the same R draws), so a wrong scale or a biased sketch fails.
     """
     x = _inputs(5, 6, seed=3).astype(np.float32)
-    target = (F.poly_relu_ntk(x, depth=1, degree=8) if method == "sketch"
-              else F.relu_ntk(x, depth=1))
+    target = (
+        F.poly_relu_ntk(x, depth=1, degree=8) if method == "sketch" else F.relu_ntk(x, depth=1)
+    )
     target = np.asarray(target)
     reps = 40
     ests = []
     for key in jax.random.split(jax.random.key(11), reps):
-        phi = np.asarray(F.feature_map(key, method, 6, 1, 64, powers=powers)(x),
-                         dtype=np.float64)
+        phi = np.asarray(F.feature_map(key, method, 6, 1, 64, powers=powers)(x), dtype=np.float64)
         ests.append(phi @ phi.T)
     ests = np.stack(ests)
     mean, se = ests.mean(0), ests.std(0, ddof=1) / np.sqrt(reps)
@@ -117,7 +119,7 @@ def _power_estimates(powers, degree, dim, reps, x, seed=0):
 
     def one(key):
         p = draw(key, x.shape[1], dim, degree)
-        zs = (F._chain_powers(p, x) if powers == "chain" else F._tree_powers(p, x, degree))
+        zs = F._chain_powers(p, x) if powers == "chain" else F._tree_powers(p, x, degree)
         return jnp.stack([z @ z.T for z in zs])  # (degree, n, n)
 
     keys = jax.random.split(jax.random.key(seed), reps)
@@ -131,8 +133,9 @@ def test_sketched_tensor_powers_unbiased(powers, degree):
     with e_1 leaves), and its variance falls like 1/m."""
     x = _inputs(3, 16, seed=5).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    target = (x.astype(np.float64) @ x.T.astype(np.float64))[None] ** np.arange(
-        1, degree + 1)[:, None, None]
+    target = (x.astype(np.float64) @ x.T.astype(np.float64))[None] ** np.arange(1, degree + 1)[
+        :, None, None
+    ]
     reps = 300
     est = _power_estimates(powers, degree, 64, reps, x)
     mean, se = est.mean(0), est.std(0, ddof=1) / np.sqrt(reps)
@@ -151,8 +154,10 @@ def test_polysketch_tree_against_chain():
     noisier for t^2 (three TensorSRHT levels, two of them on e_1 leaves, against one)."""
     x = _inputs(2, 32, seed=0).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    sd = {pw: _power_estimates(pw, 8, 256, 400, x)[:, :, 0, 1].std(0, ddof=1)
-          for pw in F.SKETCH_POWERS}
+    sd = {
+        pw: _power_estimates(pw, 8, 256, 400, x)[:, :, 0, 1].std(0, ddof=1)
+        for pw in F.SKETCH_POWERS
+    }
     top = sd["tree"][-1] / sd["chain"][-1]
     low = sd["tree"][1] / sd["chain"][1]
     # the s.d. estimates from 400 draws are good to ~4% each
@@ -214,8 +219,9 @@ def test_ridge_primal_equals_dual():
     np.testing.assert_allclose(primal.val_accuracy, dual.val_accuracy)
     for r in ridges:
         p = F.ridge_select(phi, y, phi_val, labels_val, [r]).predict(phi_val)
-        d = F.kernel_ridge_select(phi @ phi.T, y, phi_val @ phi.T, labels_val,
-                                  [r]).predict(phi_val @ phi.T)
+        d = F.kernel_ridge_select(phi @ phi.T, y, phi_val @ phi.T, labels_val, [r]).predict(
+            phi_val @ phi.T
+        )
         np.testing.assert_allclose(p, d, rtol=1e-8, atol=1e-10)
     # a noiseless linear target is recovered exactly as the ridge goes to 0
     w = rng.normal(size=(12, 3))
@@ -235,8 +241,9 @@ def test_ridge_dual_path_when_fewer_samples_than_features():
         fit = F.ridge_select(phi, y, phi_val, labels_val, [r])
         assert not fit.dual and fit.coef.shape == (40, 3)
         ref = F.kernel_ridge_select(phi @ phi.T, y, phi_val @ phi.T, labels_val, [r])
-        np.testing.assert_allclose(fit.predict(phi_val), ref.predict(phi_val @ phi.T),
-                                   rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(
+            fit.predict(phi_val), ref.predict(phi_val @ phi.T), rtol=1e-8, atol=1e-10
+        )
         # and it equals the primal normal equations (Phi^T Phi + lam I) W = Phi^T Y
         lam = r * np.trace(phi @ phi.T) / 15
         w = np.linalg.solve(phi.T @ phi + lam * np.eye(40), phi.T @ y)
@@ -252,32 +259,49 @@ def test_measure():
     assert m.wall_s > 0 and m.cpu_s >= 0 and m.peak_mem_mb >= 0
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: F.feature_map(jax.random.key(0), "nystrom", 4, 1, 16), "method must be one of"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 0, 16), "depth"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1.5, 16), "depth"),
-    (lambda: F.feature_map(jax.random.key(0), "random_features", 4, 1, 2), "dim"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, degree=0), "degree"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, degree=99), "degree"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 0, 1, 16), "in_dim"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, powers="star"),
-     "powers must be one of"),
-    (lambda: F.ntk_random_features(jax.random.key(0), 4, 1, 16, orthogonal=True,
-                                   block_size=0), "block_size"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones((3, 5))),
-     "in_dim"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones(4)), "2-D"),
-    (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones((3, 4)),
-                                                                    batch_size=0),
-     "batch_size"),
-    (lambda: F.relu_ntk(np.ones((3, 4)), depth=0), "depth"),
-    (lambda: F.feature_map(0, "sketch", 4, 1, 16), "key"),
-    (lambda: F.ntk_random_features(np.zeros(3), 4, 1, 16), "key"),
-    (lambda: F.ridge_select(np.ones((3, 2)), np.ones((3, 1)), np.ones((2, 2)), np.ones(2),
-                            [-1.0]), "ridges"),
-    (lambda: F.ridge_select(np.ones((3, 2)), np.ones((4, 1)), np.ones((2, 2)), np.ones(2)),
-     "y_train"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: F.feature_map(jax.random.key(0), "nystrom", 4, 1, 16), "method must be one of"),
+        (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 0, 16), "depth"),
+        (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1.5, 16), "depth"),
+        (lambda: F.feature_map(jax.random.key(0), "random_features", 4, 1, 2), "dim"),
+        (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, degree=0), "degree"),
+        (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, degree=99), "degree"),
+        (lambda: F.feature_map(jax.random.key(0), "sketch", 0, 1, 16), "in_dim"),
+        (
+            lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16, powers="star"),
+            "powers must be one of",
+        ),
+        (
+            lambda: F.ntk_random_features(
+                jax.random.key(0), 4, 1, 16, orthogonal=True, block_size=0
+            ),
+            "block_size",
+        ),
+        (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones((3, 5))), "in_dim"),
+        (lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(np.ones(4)), "2-D"),
+        (
+            lambda: F.feature_map(jax.random.key(0), "sketch", 4, 1, 16)(
+                np.ones((3, 4)), batch_size=0
+            ),
+            "batch_size",
+        ),
+        (lambda: F.relu_ntk(np.ones((3, 4)), depth=0), "depth"),
+        (lambda: F.feature_map(0, "sketch", 4, 1, 16), "key"),
+        (lambda: F.ntk_random_features(np.zeros(3), 4, 1, 16), "key"),
+        (
+            lambda: F.ridge_select(
+                np.ones((3, 2)), np.ones((3, 1)), np.ones((2, 2)), np.ones(2), [-1.0]
+            ),
+            "ridges",
+        ),
+        (
+            lambda: F.ridge_select(np.ones((3, 2)), np.ones((4, 1)), np.ones((2, 2)), np.ones(2)),
+            "y_train",
+        ),
+    ],
+)
 def test_bad_arguments_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -302,7 +326,7 @@ def test_compile_prepares_exactly_the_program_a_call_uses(n, batch_size):
 # --------------------------------------------------------------------------- fast primitives
 
 
-@pytest.mark.parametrize("dim", [1, 2, 8, 128, 256, 2048, 2 ** 15])
+@pytest.mark.parametrize("dim", [1, 2, 8, 128, 256, 2048, 2**15])
 def test_fwht_equals_dense_hadamard(dim):
     """The Kronecker-factored transform equals the dense Sylvester-Hadamard product (and, for
     the length that needs three factors, the O(d log d) butterfly)."""
@@ -333,8 +357,12 @@ def test_count_sketch_segment_sum_equals_dense_matrix():
 
 
 def test_batch_rows_respect_the_element_budget():
-    for method, dim in [("sketch", 4096), ("sketch", 16384), ("random_features", 16384),
-                        ("random_features", 16)]:
+    for method, dim in [
+        ("sketch", 4096),
+        ("sketch", 16384),
+        ("random_features", 16384),
+        ("random_features", 16),
+    ]:
         fm = F.feature_map(jax.random.key(0), method, 5, 1, dim)
         rows = fm.batch_rows()
         width = dim * (fm.degree if method == "sketch" else 2)
@@ -372,16 +400,22 @@ def test_ridge_select_streaming_equals_ridge_select(dim):
     x, y, x_val, lab_val = _regression_problem()
     fm = F.feature_map(jax.random.key(3), "random_features", 7, 2, dim)
     ridges = [1e-3, 1e-1]
-    direct = F.ridge_select(np.asarray(fm(x), np.float64), y, np.asarray(fm(x_val), np.float64),
-                            lab_val, ridges)
+    direct = F.ridge_select(
+        np.asarray(fm(x), np.float64), y, np.asarray(fm(x_val), np.float64), lab_val, ridges
+    )
     streamed = F.ridge_select_streaming(fm, x, y, x_val, lab_val, ridges, batch_size=64)
     np.testing.assert_array_equal(streamed.val_accuracy, direct.val_accuracy)
     assert streamed.ridge == direct.ridge and not streamed.dual
-    np.testing.assert_allclose(streamed.coef, direct.coef, rtol=1e-9,
-                               atol=1e-10 * np.abs(direct.coef).max())
+    np.testing.assert_allclose(
+        streamed.coef, direct.coef, rtol=1e-9, atol=1e-10 * np.abs(direct.coef).max()
+    )
     pred = F.predict_features(fm, streamed.coef, x_val, batch_size=16)
-    np.testing.assert_allclose(pred, direct.predict(np.asarray(fm(x_val), np.float64)),
-                               rtol=1e-9, atol=1e-10 * np.abs(pred).max())
+    np.testing.assert_allclose(
+        pred,
+        direct.predict(np.asarray(fm(x_val), np.float64)),
+        rtol=1e-9,
+        atol=1e-10 * np.abs(pred).max(),
+    )
 
 
 def test_cholesky_ridge_solves_equal_eigendecomposition():
@@ -399,17 +433,30 @@ def test_cholesky_ridge_solves_equal_eigendecomposition():
     np.testing.assert_allclose((indef + 0.5 * np.eye(3)) @ w, np.ones((3, 1)), atol=1e-12)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda fm: F.normal_equations(fm, np.ones((4, 7)), np.ones((5, 1))), "y must have shape"),
-    (lambda fm: F.normal_equations(fm, np.ones((4, 6)), np.ones((4, 1))), "in_dim"),
-    (lambda fm: F.predict_features(fm, np.ones((8, 2)), np.ones((3, 7))), "coef must have"),
-    (lambda fm: F.ridge_select_streaming(fm, np.ones((4, 7)), np.ones((4, 1)), np.ones((2, 7)),
-                                         np.ones(3)), "labels_val"),
-    (lambda fm: F.ridge_select_streaming(fm, np.ones((4, 7)), np.ones((4, 1)), np.ones((2, 7)),
-                                         np.ones(2), [0.0]), "ridges"),
-    (lambda fm: F.normal_equations(fm, np.ones((4, 7)), np.ones((4, 1)), batch_size=0),
-     "batch_size"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda fm: F.normal_equations(fm, np.ones((4, 7)), np.ones((5, 1))), "y must have shape"),
+        (lambda fm: F.normal_equations(fm, np.ones((4, 6)), np.ones((4, 1))), "in_dim"),
+        (lambda fm: F.predict_features(fm, np.ones((8, 2)), np.ones((3, 7))), "coef must have"),
+        (
+            lambda fm: F.ridge_select_streaming(
+                fm, np.ones((4, 7)), np.ones((4, 1)), np.ones((2, 7)), np.ones(3)
+            ),
+            "labels_val",
+        ),
+        (
+            lambda fm: F.ridge_select_streaming(
+                fm, np.ones((4, 7)), np.ones((4, 1)), np.ones((2, 7)), np.ones(2), [0.0]
+            ),
+            "ridges",
+        ),
+        (
+            lambda fm: F.normal_equations(fm, np.ones((4, 7)), np.ones((4, 1)), batch_size=0),
+            "batch_size",
+        ),
+    ],
+)
 def test_streaming_bad_arguments_raise(call, match):
     fm = F.feature_map(jax.random.key(0), "random_features", 7, 1, 16)
     with pytest.raises(ValueError, match=match):

@@ -1,4 +1,5 @@
-"""Tests of ntklit.fluctuations: exactness against per-network references, laws, effective theory."""
+"""Tests of ntklit.fluctuations: exactness against per-network references, laws, effective
+theory."""
 
 import jax
 import jax.numpy as jnp
@@ -7,10 +8,10 @@ import pytest
 from scipy import integrate
 
 import ntklit  # noqa: F401  (applies the neural-tangents compat patches)
-import neural_tangents as nt
-
 from ntklit import fluctuations as fl
 from ntklit import nets
+
+import neural_tangents as nt
 
 jax.config.update("jax_enable_x64", True)
 
@@ -21,25 +22,54 @@ def _inputs(p=2, n0=5, seed=1):
     return jax.random.normal(jax.random.key(seed), (p, n0), jnp.float64)
 
 
-@pytest.mark.parametrize("init,activation,b_std", [
-    ("gaussian", "tanh", 0.0), ("orthogonal", "tanh", 0.0), ("gaussian", "relu", 0.4),
-    ("orthogonal", "relu", 0.4)])
+@pytest.mark.parametrize(
+    "init,activation,b_std",
+    [
+        ("gaussian", "tanh", 0.0),
+        ("orthogonal", "tanh", 0.0),
+        ("gaussian", "relu", 0.4),
+        ("orthogonal", "relu", 0.4),
+    ],
+)
 def test_ensemble_equals_per_network_loop_and_neural_tangents(init, activation, b_std):
     key, x = jax.random.key(7), _inputs()
     W_std, n, depth = 1.3, 6, 4
-    ens = fl.ensemble(key, x, depth=depth, width=n, n_networks=5, activation=activation,
-                      W_std=W_std, b_std=b_std, init=init, ntk_depths=(1, 3, 4), chunk_size=2)
+    ens = fl.ensemble(
+        key,
+        x,
+        depth=depth,
+        width=n,
+        n_networks=5,
+        activation=activation,
+        W_std=W_std,
+        b_std=b_std,
+        init=init,
+        ntk_depths=(1, 3, 4),
+        chunk_size=2,
+    )
     assert ens.q.shape == (depth, 5, 2, 2) and ens.ntk.shape == (3, 5, 2, 2)
     # neither chunking nor redrawing the weights in the backward pass changes any network
-    other = fl.ensemble(key, x, depth=depth, width=n, n_networks=5, activation=activation,
-                        W_std=W_std, b_std=b_std, init=init, ntk_depths=(1, 3, 4), chunk_size=5,
-                        store_weights=False)
+    other = fl.ensemble(
+        key,
+        x,
+        depth=depth,
+        width=n,
+        n_networks=5,
+        activation=activation,
+        W_std=W_std,
+        b_std=b_std,
+        init=init,
+        ntk_depths=(1, 3, 4),
+        chunk_size=5,
+        store_weights=False,
+    )
     np.testing.assert_allclose(other.q, ens.q, rtol=1e-12)
     np.testing.assert_allclose(other.ntk, ens.ntk, rtol=1e-12)
     for b in (0, 3, 4):
         # plain numpy loop over layers for the preactivation Grams
-        ws = fl.network_weights(key, b, depth=depth, width=n, n_in=5, init=init,
-                                dtype=jnp.float64, bias=b_std > 0)
+        ws = fl.network_weights(
+            key, b, depth=depth, width=n, n_in=5, init=init, dtype=jnp.float64, bias=b_std > 0
+        )
         a = np.asarray(x).T
         acts = []
         for l, (W, bb) in enumerate(ws):
@@ -51,11 +81,21 @@ def test_ensemble_equals_per_network_loop_and_neural_tangents(init, activation, 
         for s, D in enumerate(ens.ntk_depths):
             if b != 3:
                 continue
-            ws = fl.network_weights(key, b, depth=D, width=n, n_in=5, readout_depth=D,
-                                    init=init, dtype=jnp.float64, bias=b_std > 0)
+            ws = fl.network_weights(
+                key,
+                b,
+                depth=D,
+                width=n,
+                n_in=5,
+                readout_depth=D,
+                init=init,
+                dtype=jnp.float64,
+                bias=b_std > 0,
+            )
             # the networks of ntklit.nets (chapter 7 trains them) with this network's weights
-            init_fn, apply_fn, _ = nets.fcn(D, n, activation=activation, W_std=W_std,
-                                            b_std=b_std, out_dim=1)
+            init_fn, apply_fn, _ = nets.fcn(
+                D, n, activation=activation, W_std=W_std, b_std=b_std, out_dim=1
+            )
             _, params = init_fn(jax.random.key(0), x.shape)
             it = iter(ws)
             new = []
@@ -66,11 +106,13 @@ def test_ensemble_equals_per_network_loop_and_neural_tangents(init, activation, 
                 W, bb = next(it)
                 new.append((W.T, bb) if b_std > 0 else (W.T, p[1]))
             ref = nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0)(x, None, new)
-            np.testing.assert_allclose(ens.ntk[s, b], np.asarray(ref)[:, :, 0, 0], rtol=1e-10,
-                                       atol=1e-12)
+            np.testing.assert_allclose(
+                ens.ntk[s, b], np.asarray(ref)[:, :, 0, 0], rtol=1e-10, atol=1e-12
+            )
             aD = acts[D - 1]
-            np.testing.assert_allclose(ens.nngp[s, b], W_std ** 2 / n * aD.T @ aD + b_std ** 2,
-                                       rtol=1e-12)
+            np.testing.assert_allclose(
+                ens.nngp[s, b], W_std**2 / n * aD.T @ aD + b_std**2, rtol=1e-12
+            )
 
 
 def test_raw_and_typed_keys_give_the_same_networks():
@@ -90,8 +132,9 @@ def test_nets_fcn_is_the_ensembles_network(init, activation):
     # (same parameter shapes, NTK parameterization, activation, no bias parameters) with the
     # same weight law (checked in the next test)
     depth, n, n0, out, W_std = 3, 6, 5, 4, 1.3
-    init_fn, apply_fn, _ = nets.fcn(depth, n, activation=activation, W_std=W_std, b_std=0.0,
-                                    out_dim=out, init=init)
+    init_fn, apply_fn, _ = nets.fcn(
+        depth, n, activation=activation, W_std=W_std, b_std=0.0, out_dim=out, init=init
+    )
     x = _inputs(p=3, n0=n0)
     _, params = init_fn(jax.random.key(2), x.shape)
     dense = [p for p in params if p != ()]
@@ -111,22 +154,30 @@ def test_nets_fcn_weights_have_the_law_of_sample_weight(n_in, n_out):
     draws = {}
     for init in fl.INITS:
         init_fn = nets.fcn(1, n_out, activation="tanh", init=init, out_dim=3)[0]
-        w = np.stack([np.asarray(init_fn(jax.random.key(s), (1, n_in))[1][0][0]).T
-                      for s in range(B)])                                   # (B, n_out, n_in)
-        r = np.stack([np.asarray(fl.sample_weight(jax.random.key(10 ** 4 + s), (n_out, n_in),
-                                                  init, jnp.float64)) for s in range(B)])
+        w = np.stack(
+            [np.asarray(init_fn(jax.random.key(s), (1, n_in))[1][0][0]).T for s in range(B)]
+        )  # (B, n_out, n_in)
+        r = np.stack(
+            [
+                np.asarray(
+                    fl.sample_weight(jax.random.key(10**4 + s), (n_out, n_in), init, jnp.float64)
+                )
+                for s in range(B)
+            ]
+        )
         draws[init] = (w, r)
     m = max(n_in, n_out)
     for w in draws["orthogonal"]:
         # scaled semi-orthogonal, exactly: W^T W = m I (tall) or W W^T = m I (wide)
         g = np.einsum("bij,bik->bjk", w, w) if n_out >= n_in else np.einsum("bji,bki->bjk", w, w)
-        np.testing.assert_allclose(g, np.broadcast_to(m * np.eye(min(n_in, n_out)), g.shape),
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            g, np.broadcast_to(m * np.eye(min(n_in, n_out)), g.shape), atol=1e-9
+        )
     for init in fl.INITS:
         w, r = draws[init]
         # same entry law: second and fourth moments of the entries agree within sampling error
         for k in (2, 4):
-            a, b = (w ** k).reshape(B, -1).mean(1), (r ** k).reshape(B, -1).mean(1)
+            a, b = (w**k).reshape(B, -1).mean(1), (r**k).reshape(B, -1).mean(1)
             se = np.sqrt(a.var() / B + b.var() / B) + 1e-15
             assert abs(a.mean() - b.mean()) < 5 * se, (init, k, a.mean(), b.mean(), se)
     # and the test can tell the two laws apart: Gaussian Grams are not multiples of I
@@ -147,8 +198,7 @@ def test_q_ensemble_does_not_depend_on_chunk_size():
 
 @pytest.mark.parametrize("n_in,n_out", [(5, 8), (8, 5), (6, 6)])
 def test_sample_weight_orthogonal_is_scaled_semi_orthogonal(n_in, n_out):
-    W = np.asarray(fl.sample_weight(jax.random.key(0), (n_out, n_in), "orthogonal",
-                                    jnp.float64))
+    W = np.asarray(fl.sample_weight(jax.random.key(0), (n_out, n_in), "orthogonal", jnp.float64))
     m = max(n_in, n_out)
     gram = W.T @ W if n_out >= n_in else W @ W.T
     np.testing.assert_allclose(gram, m * np.eye(min(n_in, n_out)), atol=1e-12)
@@ -160,19 +210,44 @@ def test_orthogonal_linear_network_preserves_norms_exactly(method, p):
     x = _inputs(p=p, n0=n)
     key = jax.random.key(11)
     if method == "matrix":
-        q = fl.ensemble(key, x, depth=depth, width=n, n_networks=4, activation="linear",
-                        W_std=W_std, init="orthogonal").q
+        q = fl.ensemble(
+            key,
+            x,
+            depth=depth,
+            width=n,
+            n_networks=4,
+            activation="linear",
+            W_std=W_std,
+            init="orthogonal",
+        ).q
     else:
-        q = fl.q_ensemble(key, x, depth=depth, width=n, n_networks=4, activation="linear",
-                          W_std=W_std, init="orthogonal")
+        q = fl.q_ensemble(
+            key,
+            x,
+            depth=depth,
+            width=n,
+            n_networks=4,
+            activation="linear",
+            W_std=W_std,
+            init="orthogonal",
+        )
     xg = np.asarray(x @ x.T) / n
     for l in range(depth):
         # the whole Gram (norms and angles) is preserved: q^(l) = W_std^(2l) x x^T / n_0
-        np.testing.assert_allclose(q[l], np.broadcast_to(W_std ** (2 * l + 2) * xg, q[l].shape),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            q[l], np.broadcast_to(W_std ** (2 * l + 2) * xg, q[l].shape), rtol=1e-12
+        )
     # and the Gaussian linear network does not preserve them
-    qg = fl.q_ensemble(key, x, depth=depth, width=n, n_networks=4, activation="linear",
-                       W_std=W_std, init="gaussian")
+    qg = fl.q_ensemble(
+        key,
+        x,
+        depth=depth,
+        width=n,
+        n_networks=4,
+        activation="linear",
+        W_std=W_std,
+        init="gaussian",
+    )
     assert np.abs(qg[-1, :, 0, 0] / (W_std ** (2 * depth) * xg[0, 0]) - 1).max() > 1e-3
 
 
@@ -205,12 +280,28 @@ def test_gaussian_linear_network_matches_chi_square_closed_form(method):
 def test_conditional_sampler_has_the_law_of_the_matrix_ensemble(init, p):
     n, depth, B = 6, 5, 2000
     x = _inputs(p=p, n0=4)
-    a = fl.ensemble(jax.random.key(1), x, depth=depth, width=n, n_networks=B, init=init,
-                    activation="tanh", b_std=0.3).q
-    b = fl.q_ensemble(jax.random.key(2), x, depth=depth, width=n, n_networks=B, init=init,
-                      activation="tanh", b_std=0.3)
+    a = fl.ensemble(
+        jax.random.key(1),
+        x,
+        depth=depth,
+        width=n,
+        n_networks=B,
+        init=init,
+        activation="tanh",
+        b_std=0.3,
+    ).q
+    b = fl.q_ensemble(
+        jax.random.key(2),
+        x,
+        depth=depth,
+        width=n,
+        n_networks=B,
+        init=init,
+        activation="tanh",
+        b_std=0.3,
+    )
     for l in (0, 2, depth - 1):
-        for (i, j) in ((0, 0), (0, p - 1)):
+        for i, j in ((0, 0), (0, p - 1)):
             sa, sb = a[l, :, i, j], b[l, :, i, j]
             se = np.sqrt(sa.var() / B + sb.var() / B)
             assert abs(sa.mean() - sb.mean()) < 5 * se
@@ -223,18 +314,29 @@ def test_conditional_sampler_differs_between_inits():
     # a test that can fail: orthogonal and Gaussian tanh networks have different q laws
     x = _inputs(p=1, n0=16)
     qg = fl.q_ensemble(jax.random.key(0), x, depth=8, width=16, n_networks=1000)[:, :, 0, 0]
-    qo = fl.q_ensemble(jax.random.key(0), x, depth=8, width=16, n_networks=1000,
-                       init="orthogonal")[:, :, 0, 0]
+    qo = fl.q_ensemble(
+        jax.random.key(0), x, depth=8, width=16, n_networks=1000, init="orthogonal"
+    )[:, :, 0, 0]
     assert 16 * fl.normalized_variance(qg[-1]) > 10 * 16 * fl.normalized_variance(qo[-1])
 
 
 # ----------------------------------------------------------------------------- effective theory
 
+
 def _quad_moments(activation, K):
     phi = ACT[activation]
     dens = lambda z, k: np.exp(-z * z / (2 * k)) / np.sqrt(2 * np.pi * k)  # noqa: E731
-    m = lambda f, k: integrate.quad(lambda z: f(z) * dens(z, k), -np.inf, np.inf,  # noqa: E731
-                                    epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+
+    def m(f, k):
+        return integrate.quad(
+            lambda z: f(z) * dens(z, k),
+            -np.inf,
+            np.inf,
+            epsabs=1e-13,
+            epsrel=1e-12,
+            limit=200,
+        )[0]
+
     m2 = m(lambda z: phi(z) ** 2, K)
     m4 = m(lambda z: phi(z) ** 4, K)
     h = 1e-4 * K
@@ -252,28 +354,31 @@ def test_gaussian_moments_against_adaptive_quadrature_and_finite_differences(act
 
 def test_kernel_recursion_against_independent_loop():
     depth = 12
-    for activation, W_std, b_std in (("tanh", 1.0, 0.0), ("tanh", 1.2, 0.3), ("relu", 2 ** 0.5,
-                                                                             0.0)):
+    for activation, W_std, b_std in (
+        ("tanh", 1.0, 0.0),
+        ("tanh", 1.2, 0.3),
+        ("relu", 2**0.5, 0.0),
+    ):
         K, V = fl.kernel_recursion(activation, depth, W_std=W_std, b_std=b_std, K1=0.8)
         k, v = 0.8, 0.0
         for l in range(depth):
             np.testing.assert_allclose([K[l], V[l]], [k, v], rtol=1e-6, atol=1e-12)
             m2, m4, dm2 = _quad_moments(activation, k)
-            k, v = b_std ** 2 + W_std ** 2 * m2, W_std ** 4 * (m4 - m2 ** 2) + (
-                W_std ** 2 * dm2) ** 2 * v
+            k, v = b_std**2 + W_std**2 * m2, W_std**4 * (m4 - m2**2) + (W_std**2 * dm2) ** 2 * v
 
 
 def test_closed_forms_and_asymptotic_slopes():
     L = np.arange(1, 41)
     # linear and ReLU at criticality: V/K^2 = s (l - 1) exactly, s = 2 and 5
-    for activation, W_std in (("linear", 1.0), ("relu", 2 ** 0.5)):
+    for activation, W_std in (("linear", 1.0), ("relu", 2**0.5)):
         pred = fl.q_variance_prediction(activation, 40, W_std=W_std)
-        np.testing.assert_allclose(pred, 2 + fl.ASYMPTOTIC_SLOPES[activation] * (L - 1),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            pred, 2 + fl.ASYMPTOTIC_SLOPES[activation] * (L - 1), rtol=1e-12
+        )
     # tanh (K* = 0 class): K ~ 1/(2l) and the local slope of V/K^2 tends to 2/3
     K, V = fl.kernel_recursion("tanh", 4000)
     np.testing.assert_allclose(K[-1] * 2 * 4000, 1.0, rtol=0.01)
-    r = V / K ** 2
+    r = V / K**2
     slope = fl.fit_slope(np.arange(2000, 4001), r[1999:])
     np.testing.assert_allclose(slope, 2 / 3, rtol=0.01)
     assert abs(fl.fit_slope(np.arange(2, 10), r[1:9]) - 2 / 3) > 0.03  # pre-asymptotic
@@ -289,21 +394,24 @@ def test_statistics_helpers():
     np.testing.assert_allclose(reps.std(axis=0), 0.5 / np.sqrt(4000), rtol=0.2)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(init="haar"), "init"),
-    (dict(activation="erf"), "activation"),
-    (dict(depth=0), "depth"),
-    (dict(width=2.5), "width"),
-    (dict(n_networks=1), "n_networks"),
-    (dict(W_std=0.0), "W_std"),
-    (dict(b_std=-1.0), "b_std"),
-    (dict(ntk_depths=(0,)), "ntk_depths"),
-    (dict(ntk_depths=(4,)), "ntk_depths"),
-    (dict(ntk_depths=(2, 2)), "ntk_depths"),
-    (dict(ntk_depths="12"), "ntk_depths"),
-    (dict(ntk_depths=(1.0,)), "ntk_depths"),
-    (dict(chunk_size=0), "chunk_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(init="haar"), "init"),
+        (dict(activation="erf"), "activation"),
+        (dict(depth=0), "depth"),
+        (dict(width=2.5), "width"),
+        (dict(n_networks=1), "n_networks"),
+        (dict(W_std=0.0), "W_std"),
+        (dict(b_std=-1.0), "b_std"),
+        (dict(ntk_depths=(0,)), "ntk_depths"),
+        (dict(ntk_depths=(4,)), "ntk_depths"),
+        (dict(ntk_depths=(2, 2)), "ntk_depths"),
+        (dict(ntk_depths="12"), "ntk_depths"),
+        (dict(ntk_depths=(1.0,)), "ntk_depths"),
+        (dict(chunk_size=0), "chunk_size"),
+    ],
+)
 def test_bad_inputs_raise(kwargs, match):
     args = dict(depth=3, width=4, n_networks=4)
     args.update(kwargs)
@@ -319,8 +427,7 @@ def test_bad_inputs_raise_elsewhere():
     with pytest.raises(ValueError, match="P <= width"):
         fl.q_ensemble(jax.random.key(0), _inputs(p=5), depth=2, width=4, n_networks=2)
     with pytest.raises(ValueError, match="init"):
-        fl.q_ensemble(jax.random.key(0), _inputs(), depth=2, width=4, n_networks=2,
-                      init="delta")
+        fl.q_ensemble(jax.random.key(0), _inputs(), depth=2, width=4, n_networks=2, init="delta")
     with pytest.raises(ValueError, match="activation"):
         fl.kernel_recursion("gelu", 3)
     with pytest.raises(ValueError, match="K1"):

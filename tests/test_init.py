@@ -10,6 +10,7 @@ import scipy.stats
 
 import ntklit  # noqa: F401  (applies compat)
 from ntklit import init
+
 from neural_tangents import stax
 
 jax.config.update("jax_enable_x64", True)
@@ -58,11 +59,14 @@ def _moments(o):
         "O11^4": (o[:, 0, 0] ** 4, 3 / (n * (n + 2))),
         "O11^2 O12^2": (o[:, 0, 0] ** 2 * o[:, 0, 1] ** 2, 1 / (n * (n + 2))),
         "O11^2 O22^2": (o[:, 0, 0] ** 2 * o[:, 1, 1] ** 2, (n + 1) / ((n - 1) * n * (n + 2))),
-        "O11 O12 O21 O22": (o[:, 0, 0] * o[:, 0, 1] * o[:, 1, 0] * o[:, 1, 1],
-                            -1 / ((n - 1) * n * (n + 2))),
+        "O11 O12 O21 O22": (
+            o[:, 0, 0] * o[:, 0, 1] * o[:, 1, 0] * o[:, 1, 1],
+            -1 / ((n - 1) * n * (n + 2)),
+        ),
     }
-    return {k: (v.mean(), v.std(ddof=1) / math.sqrt(v.size), exact)
-            for k, (v, exact) in est.items()}
+    return {
+        k: (v.mean(), v.std(ddof=1) / math.sqrt(v.size), exact) for k, (v, exact) in est.items()
+    }
 
 
 @pytest.mark.parametrize("n", [2, 3, 6])
@@ -103,7 +107,7 @@ def test_orthogonal_scaling(shape, dtype):
     gram = w @ w.T if n_in <= n_out else w.T @ w
     np.testing.assert_allclose(gram, m * np.eye(min(shape)), atol=TOL[dtype] * m * 10)
     # unit mean-square entries exactly: ||W||_F^2 = n_in n_out
-    np.testing.assert_allclose(np.sum(w ** 2), n_in * n_out, rtol=TOL[dtype] * 10)
+    np.testing.assert_allclose(np.sum(w**2), n_in * n_out, rtol=TOL[dtype] * 10)
 
 
 def test_orthogonal_dense_preserves_norm():
@@ -114,11 +118,11 @@ def test_orthogonal_dense_preserves_norm():
     x = jax.random.normal(jax.random.key(1), (4, n_in), jnp.float64)
     w = init.orthogonal(KEY, (n_in, n_out), jnp.float64)
     z = apply_fn((w, None), x)
-    target = W_std ** 2 * n_out / n_in * np.sum(np.asarray(x) ** 2, axis=1)
+    target = W_std**2 * n_out / n_in * np.sum(np.asarray(x) ** 2, axis=1)
     np.testing.assert_allclose(np.sum(np.asarray(z) ** 2, axis=1), target, rtol=1e-12)
     ws = jax.random.normal(jax.random.key(2), (4000, n_in, n_out), jnp.float64)
     zg = np.asarray(jax.vmap(lambda w: apply_fn((w, None), x))(ws))
-    sq = np.sum(zg ** 2, axis=2)
+    sq = np.sum(zg**2, axis=2)
     assert np.all(np.abs(sq.mean(0) - target) < 5 * sq.std(0) / math.sqrt(4000))
 
 
@@ -131,10 +135,11 @@ def test_delta_orthogonal_structure():
     assert np.all(w[~mask] == 0)
     centre = w[1, 2]
     k = 15
-    np.testing.assert_allclose(centre, math.sqrt(k) * np.asarray(
-        init.orthogonal(KEY, (4, 6), jnp.float64)), rtol=1e-12)
+    np.testing.assert_allclose(
+        centre, math.sqrt(k) * np.asarray(init.orthogonal(KEY, (4, 6), jnp.float64)), rtol=1e-12
+    )
     np.testing.assert_allclose(centre @ centre.T, k * 6 * np.eye(4), atol=1e-10)
-    np.testing.assert_allclose(np.sum(w ** 2), k * 4 * 6, rtol=1e-12)
+    np.testing.assert_allclose(np.sum(w**2), k * 4 * 6, rtol=1e-12)
     # other spatial dimensions
     assert init.delta_orthogonal(KEY, (3, 2, 2)).shape == (3, 2, 2)
     w3 = np.asarray(init.delta_orthogonal(KEY, (3, 3, 3, 2, 2)))
@@ -149,15 +154,15 @@ def test_delta_orthogonal_conv_preserves_norm():
     x = jax.random.normal(jax.random.key(4), (2, 6, 6, c_in), jnp.float64)
     w = init.delta_orthogonal(KEY, (3, 3, c_in, c_out), jnp.float64)
     z = np.asarray(apply_fn((w, None), x))
-    np.testing.assert_allclose(np.sum(z ** 2, -1),
-                               W_std ** 2 * c_out / c_in * np.sum(np.asarray(x) ** 2, -1),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        np.sum(z**2, -1), W_std**2 * c_out / c_in * np.sum(np.asarray(x) ** 2, -1), rtol=1e-12
+    )
     xc = jnp.ones((1, 5, 5, c_in), jnp.float64) * jnp.array([0.3, -1.0, 2.0])
     ws = jax.random.normal(jax.random.key(5), (3000, 3, 3, c_in, c_out), jnp.float64)
     sq = np.sum(np.asarray(jax.vmap(lambda w: apply_fn((w, None), xc))(ws))[:, 0, 2, 2] ** 2, -1)
-    target = W_std ** 2 * c_out / c_in * float(jnp.sum(xc[0, 0, 0] ** 2))
+    target = W_std**2 * c_out / c_in * float(jnp.sum(xc[0, 0, 0] ** 2))
     zd = apply_fn((w, None), xc)[0, 2, 2]
-    np.testing.assert_allclose(float(jnp.sum(zd ** 2)), target, rtol=1e-12)
+    np.testing.assert_allclose(float(jnp.sum(zd**2)), target, rtol=1e-12)
     assert abs(sq.mean() - target) < 5 * sq.std() / math.sqrt(sq.size)
 
 
@@ -177,6 +182,7 @@ def test_deterministic():
 
 # ------------------------------------------------------------------------ orthogonalize_params
 
+
 def _check_dense(w, b_old, b_new):
     w = np.asarray(w, np.float64)
     m = max(w.shape)
@@ -189,8 +195,9 @@ def _check_dense(w, b_old, b_new):
 
 
 def test_orthogonalize_dense_net():
-    init_fn, _, _ = stax.serial(stax.Dense(8, b_std=0.1), stax.Relu(), stax.Dense(16),
-                                stax.Erf(), stax.Dense(3, b_std=0.2))
+    init_fn, _, _ = stax.serial(
+        stax.Dense(8, b_std=0.1), stax.Relu(), stax.Dense(16), stax.Erf(), stax.Dense(3, b_std=0.2)
+    )
     _, p = init_fn(KEY, (2, 5))
     q = init.orthogonalize_params(jax.random.key(9), p)
     assert jax.tree_util.tree_structure(p) == jax.tree_util.tree_structure(q)
@@ -210,12 +217,18 @@ def test_orthogonalize_dense_net():
 
 def test_orthogonalize_conv_and_mixed_net():
     init_fn, _, _ = stax.serial(
-        stax.Conv(4, (3, 3), padding="SAME", b_std=0.1), stax.Relu(),
+        stax.Conv(4, (3, 3), padding="SAME", b_std=0.1),
+        stax.Relu(),
         stax.FanOut(2),
         stax.parallel(stax.Conv(6, (3, 3), padding="SAME"), stax.serial(stax.Identity())),
         stax.parallel(stax.Relu(), stax.Conv(6, (1, 1))),
-        stax.FanInSum(), stax.AvgPool((2, 2)), stax.Flatten(),
-        stax.Dense(7, b_std=0.3), stax.LayerNorm(), stax.Dense(2))
+        stax.FanInSum(),
+        stax.AvgPool((2, 2)),
+        stax.Flatten(),
+        stax.Dense(7, b_std=0.3),
+        stax.LayerNorm(),
+        stax.Dense(2),
+    )
     _, p = init_fn(KEY, (2, 6, 6, 3))
     q = init.orthogonalize_params(jax.random.key(1), p)
     assert jax.tree_util.tree_structure(p) == jax.tree_util.tree_structure(q)
@@ -254,9 +267,11 @@ def test_orthogonalize_conv_orthogonal_mode():
 
 def test_orthogonalize_standard_parameterization():
     W_std = 1.5
-    init_fn, apply_fn, _ = stax.serial(stax.Dense(12, W_std=W_std, parameterization="standard"),
-                                       stax.Relu(),
-                                       stax.Dense(3, W_std=W_std, parameterization="standard"))
+    init_fn, apply_fn, _ = stax.serial(
+        stax.Dense(12, W_std=W_std, parameterization="standard"),
+        stax.Relu(),
+        stax.Dense(3, W_std=W_std, parameterization="standard"),
+    )
     _, p = init_fn(KEY, (2, 6))
     q = init.orthogonalize_params(KEY, p, parameterization="standard", W_std=W_std)
     w = np.asarray(q[0][0], np.float64) / (W_std / math.sqrt(6))
@@ -281,6 +296,7 @@ def test_orthogonalize_rejects_unknown_leaves():
 
 
 # ------------------------------------------------------------------------------ bad inputs
+
 
 @pytest.mark.parametrize("n", [0, -3, 2.5, "4", True])
 def test_haar_bad_n(n):

@@ -53,8 +53,9 @@ def test_fcn_closed_form_detects_wrong_depth(x):
 @pytest.mark.parametrize("act", ["relu", "erf"])
 def test_cnn_closed_form_matches_neural_tangents(act):
     xi = np.random.default_rng(1).standard_normal((3, 5, 5, 2))
-    nt_k = K.infinite_width_kernels(xi, architecture="cnn", depth=2, activation=act,
-                                    W_std=1.3, b_std=0.2)
+    nt_k = K.infinite_width_kernels(
+        xi, architecture="cnn", depth=2, activation=act, W_std=1.3, b_std=0.2
+    )
     np_k = K.cnn_kernels(xi, depth=2, activation=act, W_std=1.3, b_std=0.2)
     _check_kernels(nt_k, np_k, 2)
 
@@ -87,8 +88,13 @@ def test_tanh_numerical_kernel_accuracy(x):
     xs = x / np.linalg.norm(x, axis=1, keepdims=True) * np.sqrt(x.shape[1])  # q^1 = 0.85
     a = K.infinite_width_kernels(xs, depth=2, activation="tanh", W_std=0.9, b_std=0.1)
     ref = K.fcn_kernels(xs, depth=2, activation="tanh", W_std=0.9, b_std=0.1)
-    ref2 = K.fcn_kernels(xs, depth=2, dual=lambda *q: K.hermite_dual(
-        np.tanh, lambda t: 1 - np.tanh(t) ** 2, *q, deg=300), W_std=0.9, b_std=0.1)
+    ref2 = K.fcn_kernels(
+        xs,
+        depth=2,
+        dual=lambda *q: K.hermite_dual(np.tanh, lambda t: 1 - np.tanh(t) ** 2, *q, deg=300),
+        W_std=0.9,
+        b_std=0.1,
+    )
     assert _rel(ref[1], ref2[1]) < 1e-12  # the reference has converged
     assert _rel(a[0], ref[0]) < 1e-6 and _rel(a[1], ref[1]) < 1e-5
 
@@ -115,7 +121,7 @@ def test_tanh_critical_line_and_depth_scale():
 
 def test_angular_inputs_and_condition_number():
     xa = K.angular_inputs(np.array([0.0, np.pi / 3]), dim=3)
-    np.testing.assert_allclose(np.sum(xa ** 2, 1) / 3, 1.0)
+    np.testing.assert_allclose(np.sum(xa**2, 1) / 3, 1.0)
     np.testing.assert_allclose(xa[0] @ xa[1] / 3, 0.5)
     assert abs(K.condition_number(np.diag([1.0, 4.0])) - 4.0) < 1e-14
     assert K.condition_number(np.zeros((2, 2))) == float("inf")
@@ -133,28 +139,33 @@ def test_kernel_regression_matches_direct_solve(x):
     assert _rel(pred, direct) < 1e-9
 
 
-@pytest.mark.parametrize("call", [
-    lambda: K.infinite_width_kernels(np.zeros((2, 3)), architecture="rnn"),
-    lambda: K.infinite_width_kernels(np.zeros((2, 3)), depth=0),
-    lambda: K.infinite_width_kernels(np.zeros((2, 3)), architecture="cnn"),
-    lambda: K.fcn_kernels(np.zeros((2, 3)), activation="gelu"),
-    lambda: K.fcn_kernels(np.zeros((2, 3)), W_std=0.0),
-    lambda: K.fcn_kernels(np.zeros((2, 3)), b_std=-1.0),
-    lambda: K.fcn_kernels(np.zeros((2, 3)), np.zeros((2, 4))),
-    lambda: K.cnn_kernels(np.zeros((2, 3, 3, 1)), filter_shape=(3,)),
-    lambda: K.cnn_kernels(np.zeros((2, 3))),
-    lambda: K.hermite_dual(np.tanh, np.tanh, 1.0, 1.0, 0.5, deg=1),
-    lambda: K.angular_inputs(np.zeros(3), dim=1),
-    lambda: K.condition_number(np.zeros((2, 3))),
-    lambda: K.q_fixed_point("sigmoid", 1.0, 0.1),
-    lambda: K.chi_1("tanh", -1.0, 0.1),
-    lambda: K.critical_weight_variance("tanh", 0.05, bracket=(0.1, 0.2)),
-    lambda: K.correlation_iterates("tanh", 1.0, 0.1, 1.5, 3),
-    lambda: K.kernel_regression(lambda *a: None, np.zeros((2, 3)), np.zeros((2, 1)),
-                                np.zeros((1, 3)), get="gp"),
-    lambda: K.kernel_regression(lambda *a: None, np.zeros((2, 3)), np.zeros(2),
-                                np.zeros((1, 3))),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: K.infinite_width_kernels(np.zeros((2, 3)), architecture="rnn"),
+        lambda: K.infinite_width_kernels(np.zeros((2, 3)), depth=0),
+        lambda: K.infinite_width_kernels(np.zeros((2, 3)), architecture="cnn"),
+        lambda: K.fcn_kernels(np.zeros((2, 3)), activation="gelu"),
+        lambda: K.fcn_kernels(np.zeros((2, 3)), W_std=0.0),
+        lambda: K.fcn_kernels(np.zeros((2, 3)), b_std=-1.0),
+        lambda: K.fcn_kernels(np.zeros((2, 3)), np.zeros((2, 4))),
+        lambda: K.cnn_kernels(np.zeros((2, 3, 3, 1)), filter_shape=(3,)),
+        lambda: K.cnn_kernels(np.zeros((2, 3))),
+        lambda: K.hermite_dual(np.tanh, np.tanh, 1.0, 1.0, 0.5, deg=1),
+        lambda: K.angular_inputs(np.zeros(3), dim=1),
+        lambda: K.condition_number(np.zeros((2, 3))),
+        lambda: K.q_fixed_point("sigmoid", 1.0, 0.1),
+        lambda: K.chi_1("tanh", -1.0, 0.1),
+        lambda: K.critical_weight_variance("tanh", 0.05, bracket=(0.1, 0.2)),
+        lambda: K.correlation_iterates("tanh", 1.0, 0.1, 1.5, 3),
+        lambda: K.kernel_regression(
+            lambda *a: None, np.zeros((2, 3)), np.zeros((2, 1)), np.zeros((1, 3)), get="gp"
+        ),
+        lambda: K.kernel_regression(
+            lambda *a: None, np.zeros((2, 3)), np.zeros(2), np.zeros((1, 3))
+        ),
+    ],
+)
 def test_bad_inputs(call):
     with pytest.raises(ValueError):
         call()

@@ -25,8 +25,9 @@ def _is_semi_orthogonal(w, tol=1e-8):
 @pytest.mark.parametrize("activation", nets.ACTIVATIONS)
 @pytest.mark.parametrize("init", nets.INITS)
 def test_fcn_shapes(activation, init):
-    init_fn, apply_fn, kernel_fn = nets.fcn(2, 16, activation=activation, b_std=0.1, out_dim=3,
-                                            init=init)
+    init_fn, apply_fn, kernel_fn = nets.fcn(
+        2, 16, activation=activation, b_std=0.1, out_dim=3, init=init
+    )
     x = jax.random.normal(KEY, (4, 5))
     out_shape, params = init_fn(KEY, x.shape)
     assert out_shape == (4, 3)
@@ -41,19 +42,23 @@ def test_fcn_depth_zero_is_linear_readout():
     _, params = init_fn(KEY, x.shape)
     assert len(params) == 1 and params[0][0].shape == (4, 2)
     np.testing.assert_allclose(apply_fn(params, x), 1.5 / 2 * x @ params[0][0], rtol=1e-12)
-    np.testing.assert_allclose(kernel_fn(x, None, "nngp"), 1.5 ** 2 * x @ x.T / 4, rtol=1e-12)
+    np.testing.assert_allclose(kernel_fn(x, None, "nngp"), 1.5**2 * x @ x.T / 4, rtol=1e-12)
 
 
 @pytest.mark.parametrize("readout", nets.READOUTS)
 @pytest.mark.parametrize("padding", nets.PADDINGS)
 def test_cnn_shapes(readout, padding):
     x = jax.random.normal(KEY, (2, 6, 6, 3))
-    for init, conv in [("gaussian", "orthogonal"), ("orthogonal", "orthogonal"),
-                       ("orthogonal", "delta")]:
+    for init, conv in [
+        ("gaussian", "orthogonal"),
+        ("orthogonal", "orthogonal"),
+        ("orthogonal", "delta"),
+    ]:
         if conv == "delta" and padding == "VALID":
             continue
-        init_fn, apply_fn, kernel_fn = nets.cnn(2, 8, readout=readout, padding=padding,
-                                                out_dim=4, init=init, conv=conv, b_std=0.1)
+        init_fn, apply_fn, kernel_fn = nets.cnn(
+            2, 8, readout=readout, padding=padding, out_dim=4, init=init, conv=conv, b_std=0.1
+        )
         out_shape, params = init_fn(KEY, x.shape)
         assert out_shape == (2, 4)
         assert apply_fn(params, x).shape == (2, 4)
@@ -63,9 +68,12 @@ def test_cnn_shapes(readout, padding):
 def test_kernel_fn_same_for_both_inits():
     x = jax.random.normal(KEY, (5, 6), jnp.float64)
     for act in nets.ACTIVATIONS:
-        kg = nets.fcn(3, 32, activation=act, b_std=0.2, init="gaussian")[2](x, None, ("nngp", "ntk"))
-        ko = nets.fcn(3, 32, activation=act, b_std=0.2, init="orthogonal")[2](x, None,
-                                                                              ("nngp", "ntk"))
+        kg = nets.fcn(3, 32, activation=act, b_std=0.2, init="gaussian")[2](
+            x, None, ("nngp", "ntk")
+        )
+        ko = nets.fcn(3, 32, activation=act, b_std=0.2, init="orthogonal")[2](
+            x, None, ("nngp", "ntk")
+        )
         np.testing.assert_array_equal(kg.nngp, ko.nngp)
         np.testing.assert_array_equal(kg.ntk, ko.ntk)
     xi = jax.random.normal(KEY, (3, 5, 5, 2), jnp.float64)
@@ -84,6 +92,7 @@ def _mc_nngp(init_fn, apply_fn, x, n_samples, seed=0):
     def one(p):
         f = apply_fn(p, x)
         return f @ f.T / f.shape[1]
+
     ks = np.asarray(jax.jit(jax.vmap(one))(params))
     return ks.mean(0), ks.std(0, ddof=1) / math.sqrt(n_samples)
 
@@ -93,11 +102,12 @@ def test_orthogonal_fcn_nngp_matches_kernel_fn():
     (finite-width bias O(1/width): allowance 3/width relative; statistical: 4 SE)."""
     width, n = 96, 48
     x = jax.random.normal(jax.random.key(1), (3, 8), jnp.float64)
-    init_fn, apply_fn, kernel_fn = nets.fcn(2, width, activation="relu", b_std=0.3,
-                                            out_dim=32, init="orthogonal")
+    init_fn, apply_fn, kernel_fn = nets.fcn(
+        2, width, activation="relu", b_std=0.3, out_dim=32, init="orthogonal"
+    )
     k = np.asarray(kernel_fn(x, None, "nngp"))
     m, se = _mc_nngp(init_fn, apply_fn, x, n)
-    assert np.all(np.abs(m - k) < 4 * se + 3 / width * np.abs(k)), ((m - k) / se)
+    assert np.all(np.abs(m - k) < 4 * se + 3 / width * np.abs(k)), (m - k) / se
 
 
 def test_cnn_kernels_orthogonal_vs_delta():
@@ -128,7 +138,10 @@ def test_delta_cnn_is_a_1x1_cnn():
     init_d, apply_d, kfn_d = nets.cnn(2, 6, init="orthogonal", conv="delta", **kw)
     _, apply_1, kfn_1 = nets.cnn(2, 6, filter_shape=(1, 1), **kw)
     _, p = init_d(KEY, x.shape)
-    p1 = [(l[0][1:2, 1:2] / 3.0, l[1]) if l != () and l[0].ndim == 4 else l for l in p]
+    p1 = [
+        (layer[0][1:2, 1:2] / 3.0, layer[1]) if layer != () and layer[0].ndim == 4 else layer
+        for layer in p
+    ]
     np.testing.assert_allclose(apply_d(p, x), apply_1(p1, x), rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(kfn_d(x, None, "ntk"), kfn_1(x, None, "ntk"))
 
@@ -172,22 +185,26 @@ def test_orthogonal_linear_net_is_isometry():
     init_fn, apply_fn, _ = nets.fcn(5, 12, activation="linear", out_dim=12, init="orthogonal")
     x = jax.random.normal(KEY, (3, 12), jnp.float64)
     _, p = init_fn(KEY, x.shape)
-    np.testing.assert_allclose(jnp.linalg.norm(apply_fn(p, x), axis=1),
-                               jnp.linalg.norm(x, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(apply_fn(p, x), axis=1), jnp.linalg.norm(x, axis=1), rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(depth=-1), "depth must be an int >= 0"),
-    (dict(depth=1.5), "depth must be an int"),
-    (dict(width=0), "width must be a positive int"),
-    (dict(activation="sigmoid"), "activation must be one of"),
-    (dict(init="he"), "init must be one of"),
-    (dict(W_std=0.0), "W_std must be a positive"),
-    (dict(b_std=-0.1), "b_std must be a non-negative"),
-    (dict(out_dim=0), "out_dim must be a positive int"),
-    (dict(parameterization="mup"), "parameterization must be one of"),
-    (dict(tanh_deg=0), "tanh_deg must be a positive int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(depth=-1), "depth must be an int >= 0"),
+        (dict(depth=1.5), "depth must be an int"),
+        (dict(width=0), "width must be a positive int"),
+        (dict(activation="sigmoid"), "activation must be one of"),
+        (dict(init="he"), "init must be one of"),
+        (dict(W_std=0.0), "W_std must be a positive"),
+        (dict(b_std=-0.1), "b_std must be a non-negative"),
+        (dict(out_dim=0), "out_dim must be a positive int"),
+        (dict(parameterization="mup"), "parameterization must be one of"),
+        (dict(tanh_deg=0), "tanh_deg must be a positive int"),
+    ],
+)
 def test_fcn_bad_inputs(kwargs, match):
     args = dict(depth=2, width=8)
     args.update(kwargs)
@@ -196,17 +213,20 @@ def test_fcn_bad_inputs(kwargs, match):
         nets.fcn(depth, width, **args)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(channels=0), "channels must be a positive int"),
-    (dict(filter_shape=3), "filter_shape must be a non-empty tuple"),
-    (dict(filter_shape=(3, 0)), r"filter_shape\[1\] must be a positive int"),
-    (dict(readout="max"), "readout must be one of"),
-    (dict(padding="same"), "padding must be one of"),
-    (dict(conv="gaussian"), "conv must be one of"),
-    (dict(init="orthogonal", conv="delta", padding="VALID"), "needs padding"),
-    (dict(init="orthogonal", conv="delta", filter_shape=(2, 2)), "odd filter sizes"),
-    (dict(activation="gelu"), "activation must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(channels=0), "channels must be a positive int"),
+        (dict(filter_shape=3), "filter_shape must be a non-empty tuple"),
+        (dict(filter_shape=(3, 0)), r"filter_shape\[1\] must be a positive int"),
+        (dict(readout="max"), "readout must be one of"),
+        (dict(padding="same"), "padding must be one of"),
+        (dict(conv="gaussian"), "conv must be one of"),
+        (dict(init="orthogonal", conv="delta", padding="VALID"), "needs padding"),
+        (dict(init="orthogonal", conv="delta", filter_shape=(2, 2)), "odd filter sizes"),
+        (dict(activation="gelu"), "activation must be one of"),
+    ],
+)
 def test_cnn_bad_inputs(kwargs, match):
     args = dict(depth=2, channels=8)
     args.update(kwargs)

@@ -21,8 +21,9 @@ from conftest import REPO, _cli
 
 from ntklit import node, runner
 
-_spec = importlib.util.spec_from_file_location("wheelhouse_manifest",
-                                               REPO / "scripts" / "wheelhouse_manifest.py")
+_spec = importlib.util.spec_from_file_location(
+    "wheelhouse_manifest", REPO / "scripts" / "wheelhouse_manifest.py"
+)
 wheelhouse_manifest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(wheelhouse_manifest)
 
@@ -34,19 +35,27 @@ def _share(name, seconds, kind="chapter"):
 
 
 def test_plan_orders_chapters_by_share_and_drops_what_never_fits():
-    shares = [_share("a", 200), _share("b", 50), _share("bench", 100, "benchmark"),
-              _share("c", 400), _share("d", 100)]
+    shares = [
+        _share("a", 200),
+        _share("b", 50),
+        _share("bench", 100, "benchmark"),
+        _share("c", 400),
+        _share("d", 100),
+    ]
     planned, never = node.plan(shares, 540)
     assert [s.name for s in planned] == ["b", "d", "a", "bench"]
     assert [s.name for s in never] == ["c"]  # 50 + 100 + 200 + 400 > 540
 
 
-@pytest.mark.parametrize("budget, match", [
-    ("budget: 30\n", "a budget is a mapping"),
-    ("budget:\n  seconds: -1\n  estimate: x\n", "'seconds' must be a positive number"),
-    ("budget:\n  seconds: 10\n", "'estimate' must say how the share was estimated"),
-    ("budget:\n  seconds: 10\n  estimate: x\n  extra: 1\n", "a budget is a mapping"),
-])
+@pytest.mark.parametrize(
+    "budget, match",
+    [
+        ("budget: 30\n", "a budget is a mapping"),
+        ("budget:\n  seconds: -1\n  estimate: x\n", "'seconds' must be a positive number"),
+        ("budget:\n  seconds: 10\n", "'estimate' must say how the share was estimated"),
+        ("budget:\n  seconds: 10\n  estimate: x\n  extra: 1\n", "a budget is a mapping"),
+    ],
+)
 def test_budget_shares_are_checked(book, budget, match):
     (book / "book" / "profiles" / "01_alpha.yaml").write_text("full:\n  n: 7\n" + budget)
     (ch,) = runner.select(book, ["01_alpha"])
@@ -68,8 +77,9 @@ def test_book_gpu_chapters_declared_shares_fit_the_node_job():
     gpu = node.gpu_chapters(REPO)
     assert gpu, "no chapter has a gpu: sentence"
     shares = [node.chapter_share(ch) for ch in gpu if runner._profile_file(ch).get("budget")]
-    assert sum(s.seconds for s in shares) <= node.DEFAULT_BUDGET_S, \
-        {s.name: s.seconds for s in shares}
+    assert sum(s.seconds for s in shares) <= node.DEFAULT_BUDGET_S, {
+        s.name: s.seconds for s in shares
+    }
     assert all(len(s.estimate) > 40 for s in shares)
     assert node.benchmark_shares(REPO)  # benchmarks/gpu.yaml parses, scripts exist
 
@@ -81,9 +91,13 @@ def _fake_wheel(folder: Path, name: str, version: str, payload: bytes = b"") -> 
     dist = f"{mod}-{version}.dist-info"
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr(f"{mod}/__init__.py", f"VERSION = {version!r}\n# {payload!r}\n")
-        z.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        z.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                   "Tag: py3-none-any\n")
+        z.writestr(
+            f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        z.writestr(
+            f"{dist}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         z.writestr(f"{dist}/RECORD", "")
     return whl
 
@@ -123,9 +137,11 @@ def test_wheelhouse_manifest_checks_the_listing(tmp_path):
 
 def test_node_wheel_listing_excludes_the_nodes_own_packages():
     want = wheelhouse_manifest.listing(REPO / "scripts" / "node-wheels.txt")
-    image = [line.split("==")[0].split("[")[0].strip().lower()
-             for line in (REPO / "scripts" / "node-image.txt").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    image = [
+        line.split("==")[0].split("[")[0].strip().lower()
+        for line in (REPO / "scripts" / "node-image.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert not set(want) & set(image)
     assert not any(n.startswith(("jax", "nvidia")) for n in want)
     assert {"neural-tangents", "papermill", "ipykernel", "myst-nb", "frozendict"} <= set(want)
@@ -137,29 +153,37 @@ def node_book(book):
     """The mini book as a node gets it: a GPU chapter with a budget share, gpu_run.sh."""
     (book / "book" / "profiles" / "01_alpha.yaml").write_text(
         "gpu: it needs a GPU for test reasons.\nfull:\n  n: 7\n  widths: [4, 8]\n"
-        "shape:\n  n: 5\n" + BUDGET)
+        "shape:\n  n: 5\n" + BUDGET
+    )
     (book / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "gpu_run.sh", book / "scripts" / "gpu_run.sh")
     return book
 
 
-def test_node_job_installs_offline_runs_packs_and_ingest_brings_records_home(node_book,
-                                                                              tmp_path):
+def test_node_job_installs_offline_runs_packs_and_ingest_brings_records_home(node_book, tmp_path):
     wh = tmp_path / "wheelhouse"
     wh.mkdir()
     _fake_wheel(wh, "ntklit-node-probe", "1.0")
     site, out = tmp_path / "site", tmp_path / "out"
     home = tmp_path / "home"
     shutil.copytree(node_book, home, ignore=shutil.ignore_patterns("scripts"))
-    env = {**os.environ, "PYTHON": sys.executable, "NTKLIT_NODE_SITE": str(site),
-           "NTKLIT_NODE_ARGS": "--profile shape --no-gpu-check --no-compat-tests"}
-    proc = subprocess.run(["bash", str(node_book / "scripts" / "gpu_run.sh"), str(wh), str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "NTKLIT_NODE_SITE": str(site),
+        "NTKLIT_NODE_ARGS": "--profile shape --no-gpu-check --no-compat-tests",
+    }
+    proc = subprocess.run(
+        ["bash", str(node_book / "scripts" / "gpu_run.sh"), str(wh), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     # installed into the private target folder, not into this interpreter's site-packages
     assert (site / "ntklit_node_probe" / "__init__.py").is_file()
-    probe = subprocess.run([sys.executable, "-c", "import ntklit_node_probe"],
-                           capture_output=True)
+    probe = subprocess.run([sys.executable, "-c", "import ntklit_node_probe"], capture_output=True)
     assert probe.returncode != 0
     files = sorted(p.name for p in out.iterdir())
     assert files == ["node.log", "notebooks.tar.gz", "summary.json", "verified.tar.gz"]
@@ -193,7 +217,8 @@ def test_node_job_installs_offline_runs_packs_and_ingest_brings_records_home(nod
     # a stale record (the profile changed since the run) is rejected, nothing written
     (home / "book" / "verified" / "01_alpha.shape.json").unlink()
     (home / "book" / "profiles" / "01_alpha.yaml").write_text(
-        "full:\n  n: 7\n  widths: [4, 8]\nshape:\n  n: 4\n")
+        "full:\n  n: 7\n  widths: [4, 8]\nshape:\n  n: 4\n"
+    )
     with pytest.raises(node.IngestError, match="rejected as stale"):
         node.ingest(home, out)
     assert not (home / "book" / "verified" / "01_alpha.shape.json").exists()
@@ -208,19 +233,32 @@ def test_node_job_installs_offline_runs_packs_and_ingest_brings_records_home(nod
 
 def test_node_job_skips_what_does_not_fit_and_records_failures(node_book, tmp_path):
     (node_book / "book" / "profiles" / "02_beta.yaml").write_text(
-        "gpu: beta needs one too.\nfull:\n  k: 13\nshape:\n  k: 13\n" + BUDGET)
+        "gpu: beta needs one too.\nfull:\n  k: 13\nshape:\n  k: 13\n" + BUDGET
+    )
     out = tmp_path / "out"
-    summary = node.run_node(node_book, out, profile="shape", budget_s=45, require_gpu=False,
-                            compat_tests=False)
+    summary = node.run_node(
+        node_book, out, profile="shape", budget_s=45, require_gpu=False, compat_tests=False
+    )
     # both shares are 30 s: the first in book order runs, the other never fits in 45 s
     assert [(i["name"], i["status"]) for i in summary["items"]] == [
-        ("02_beta", "skipped"), ("01_alpha", "ok")]
+        ("02_beta", "skipped"),
+        ("01_alpha", "ok"),
+    ]
     assert summary["items"][0]["why"] == "share exceeds the budget"
-    summary = node.run_node(node_book, tmp_path / "out2", ["02_beta"], profile="shape",
-                            budget_s=45, require_gpu=False, compat_tests=False)
+    summary = node.run_node(
+        node_book,
+        tmp_path / "out2",
+        ["02_beta"],
+        profile="shape",
+        budget_s=45,
+        require_gpu=False,
+        compat_tests=False,
+    )
     (item,) = summary["items"]
     assert item["status"] == "failed" and "AssertionError: unlucky k" in item["error"]
-    assert json.loads((tmp_path / "out2" / "summary.json").read_text())["items"][0]["status"] \
+    assert (
+        json.loads((tmp_path / "out2" / "summary.json").read_text())["items"][0]["status"]
         == "failed"
+    )
     with pytest.raises(runner.RunnerError, match="sees no GPU"):
         node.run_node(node_book, tmp_path / "out3", profile="shape", compat_tests=False)

@@ -50,8 +50,7 @@ print("ok", jax.__version__, len(compat.applied()), "patches applied")
 
 
 def _run(cmd, **kw) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900,
-                         **kw)
+    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
     assert out.returncode == 0, f"{cmd}:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
     return out
 
@@ -59,9 +58,11 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
 def _constraints(tmp: Path) -> Path:
     """requirements.txt as pip constraints (no extras), so the fresh environment resolves
     to the locked versions, which pip has cached from scripts/setup.sh."""
-    lines = [re.sub(r"^([A-Za-z0-9_.-]+)\[[^\]]*\]", r"\1", ln)
-             for ln in (REPO / "requirements.txt").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        re.sub(r"^([A-Za-z0-9_.-]+)\[[^\]]*\]", r"\1", ln)
+        for ln in (REPO / "requirements.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     path = tmp / "constraints.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -74,11 +75,24 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "ntklit", src / "ntklit",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "ntklit", src / "ntklit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     dist = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-          "-w", dist, src])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            dist,
+            src,
+        ]
+    )
     (whl,) = dist.glob("ntklit-*.whl")
     return whl
 
@@ -98,12 +112,25 @@ def test_wheel_metadata(wheel):
     requires = re.findall(r"^Requires-Dist: (.+)$", text, re.M)
     parsed = [Requirement(r) for r in requires]
     for dep in map(Requirement, meta["dependencies"]):  # same name and range, no marker
-        assert any(r.name == dep.name and r.specifier == dep.specifier and r.marker is None
-                   for r in parsed), dep
+        assert any(
+            r.name == dep.name and r.specifier == dep.specifier and r.marker is None
+            for r in parsed
+        ), dep
     assert not any("neural-tangents" in r or "tensorflow" in r for r in requires)
     assert any("extra ==" in r and "book" in r and "papermill" in r for r in requires)
-    for name in ("jax", "numpy", "scipy", "sympy", "matplotlib", "optax", "scikit-learn",
-                 "mnist1d", "frozendict", "tqdm", "psutil"):
+    for name in (
+        "jax",
+        "numpy",
+        "scipy",
+        "sympy",
+        "matplotlib",
+        "optax",
+        "scikit-learn",
+        "mnist1d",
+        "frozendict",
+        "tqdm",
+        "psutil",
+    ):
         assert any(re.match(rf"{re.escape(name)}\b", d) for d in meta["dependencies"]), name
 
 
@@ -111,18 +138,28 @@ def test_wheel_in_fresh_venv(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", env_dir])
     py = env_dir / "bin" / "python"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    }
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     _run([*pip, "-c", _constraints(tmp_path), wheel], env=env, cwd=tmp_path)
     # without neural-tangents: the ImportError names the one command that installs it
-    out = subprocess.run([py, "-c", "import ntklit"], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=300)
+    out = subprocess.run(
+        [py, "-c", "import ntklit"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert out.returncode != 0
     assert "ImportError" in out.stderr
     assert "pip install --no-deps neural-tangents==0.6.5" in out.stderr
-    nt_pin = next(ln for ln in (REPO / "requirements-nodeps.txt").read_text().splitlines()
-                  if ln.startswith("neural-tangents"))
+    nt_pin = next(
+        ln
+        for ln in (REPO / "requirements-nodeps.txt").read_text().splitlines()
+        if ln.startswith("neural-tangents")
+    )
     _run([*pip, "--no-deps", nt_pin], env=env, cwd=tmp_path)
     out = _run([py, "-c", SCRIPT], env=env, cwd=tmp_path)
     assert out.stdout.startswith("ok "), out.stdout

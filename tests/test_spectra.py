@@ -47,8 +47,12 @@ def test_orthogonal_product_is_exactly_zero():
 def test_deep_product_with_known_spectrum(sweeps):
     # F_l = U_l diag(e^{a_l}) U_{l-1}^T: the product's log-singular values are sum_l a_l
     n, L = 12, 120
-    U = jnp.stack([init.haar_orthogonal(k, n, jnp.float64)
-                   for k in jax.random.split(jax.random.key(3), L + 1)])
+    U = jnp.stack(
+        [
+            init.haar_orthogonal(k, n, jnp.float64)
+            for k in jax.random.split(jax.random.key(3), L + 1)
+        ]
+    )
     a = 0.5 * jax.random.normal(jax.random.key(4), (L, n)) - 0.1 * jnp.arange(n)[None, :]
     F = jnp.stack([U[l + 1] @ jnp.diag(jnp.exp(a[l])) @ U[l].T for l in range(L)])
     exact = -np.sort(-np.asarray(a.sum(0)))
@@ -63,17 +67,20 @@ def test_gaussian_expected_log_det():
     n, L, m = 8, 6, 400
     F = _gauss(jax.random.key(5), m * L, n).reshape(m, L, n, n)
     s = np.asarray(jax.jit(jax.vmap(spectra.log_singular_values))(F)).sum(1)
-    exact = L * 0.5 * sum(special.digamma((n - i + 1) / 2) + np.log(2 / n)
-                          for i in range(1, n + 1))
+    exact = (
+        L * 0.5 * sum(special.digamma((n - i + 1) / 2) + np.log(2 / n) for i in range(1, n + 1))
+    )
     assert abs(s.mean() - exact) < 4 * s.std(ddof=1) / np.sqrt(m)
 
 
-@pytest.mark.parametrize("act,W,b", [("tanh", 1.1, 0.1), ("relu", 1.4, 0.0),
-                                     ("erf", 1.2, 0.05), ("linear", 1.0, 0.0)])
+@pytest.mark.parametrize(
+    "act,W,b", [("tanh", 1.1, 0.1), ("relu", 1.4, 0.0), ("erf", 1.2, 0.05), ("linear", 1.0, 0.0)]
+)
 def test_fcn_factors_multiply_to_the_jacobian(act, W, b):
     init_fn, apply_fn, _ = nets.fcn(3, 8, out_dim=8, activation=act, W_std=W, b_std=b)
-    p = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64),
-                               init_fn(jax.random.key(6), (1, 8))[1])
+    p = jax.tree_util.tree_map(
+        lambda v: v.astype(jnp.float64), init_fn(jax.random.key(6), (1, 8))[1]
+    )
     x = jax.random.normal(jax.random.key(7), (8,), jnp.float64)
     F = spectra.fcn_jacobian_factors(p, x, activation=act, W_std=W, b_std=b)
     J = jax.jacrev(lambda v: apply_fn(p, v[None])[0])(x)
@@ -82,18 +89,28 @@ def test_fcn_factors_multiply_to_the_jacobian(act, W, b):
 
 
 @pytest.mark.parametrize("init_name", nets.INITS)
-@pytest.mark.parametrize("act,W,b", [("tanh", 1.05 ** 0.5, 0.1), ("relu", 1.4, 0.0)])
+@pytest.mark.parametrize("act,W,b", [("tanh", 1.05**0.5, 0.1), ("relu", 1.4, 0.0)])
 def test_fcn_factors_standard_parameterization(init_name, act, W, b):
     """Standard parameterization (the scale in the weights, chapter 6's networks): the factors
     multiply to the autodiff Jacobian, and the log-singular values match its direct SVD."""
     depth, n = 3, 16
-    init_fn, apply_fn, _ = nets.fcn(depth, n, out_dim=n, activation=act, W_std=W, b_std=b,
-                                    init=init_name, parameterization="standard")
-    p = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64),
-                               init_fn(jax.random.key(9), (1, n))[1])
+    init_fn, apply_fn, _ = nets.fcn(
+        depth,
+        n,
+        out_dim=n,
+        activation=act,
+        W_std=W,
+        b_std=b,
+        init=init_name,
+        parameterization="standard",
+    )
+    p = jax.tree_util.tree_map(
+        lambda v: v.astype(jnp.float64), init_fn(jax.random.key(9), (1, n))[1]
+    )
     x = jax.random.normal(jax.random.key(10), (n,), jnp.float64)
-    F = spectra.fcn_jacobian_factors(p, x, activation=act, W_std=W, b_std=b,
-                                     parameterization="standard")
+    F = spectra.fcn_jacobian_factors(
+        p, x, activation=act, W_std=W, b_std=b, parameterization="standard"
+    )
     J = jax.jacrev(lambda v: apply_fn(p, v[None])[0])(x)
     assert F.shape == (depth + 1, n, n)
     np.testing.assert_allclose(np.asarray(spectra.product(F)), np.asarray(J), atol=1e-13)
@@ -133,5 +150,6 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="W_std"):
         spectra.fcn_jacobian_factors(p, jnp.ones(4), activation="relu", W_std=0.0)
     with pytest.raises(ValueError, match="parameterization"):
-        spectra.fcn_jacobian_factors(p, jnp.ones(4), activation="relu", W_std=1.0,
-                                     parameterization="mup")
+        spectra.fcn_jacobian_factors(
+            p, jnp.ones(4), activation="relu", W_std=1.0, parameterization="mup"
+        )

@@ -30,16 +30,22 @@ def test_known_orthogonal_moments():
     assert S.orthogonal_moment((0, 0), (0, 0)) == 1 / n
     assert S.orthogonal_moment((0, 1), (0, 1)) == 0
     assert sp.simplify(S.orthogonal_moment((0,) * 4, (0,) * 4) - 3 / (n * (n + 2))) == 0
-    assert sp.simplify(S.orthogonal_moment((0, 0, 1, 1), (0, 0, 1, 1))
-                       - (n + 1) / (n * (n - 1) * (n + 2))) == 0
-    assert sp.simplify(S.orthogonal_moment((0, 0, 1, 1), (0, 1, 0, 1))
-                       + 1 / (n * (n - 1) * (n + 2))) == 0
+    assert (
+        sp.simplify(
+            S.orthogonal_moment((0, 0, 1, 1), (0, 0, 1, 1)) - (n + 1) / (n * (n - 1) * (n + 2))
+        )
+        == 0
+    )
+    assert (
+        sp.simplify(S.orthogonal_moment((0, 0, 1, 1), (0, 1, 0, 1)) + 1 / (n * (n - 1) * (n + 2)))
+        == 0
+    )
     assert S.orthogonal_moment((0, 0, 0), (0, 0, 0)) == 0
 
 
 def test_gaussian_moments_isserlis():
-    assert S.gaussian_moment((0,) * 4, (0,) * 4) == 3 / n ** 2
-    assert S.gaussian_moment((0, 0, 1, 1), (0, 0, 1, 1)) == 1 / n ** 2
+    assert S.gaussian_moment((0,) * 4, (0,) * 4) == 3 / n**2
+    assert S.gaussian_moment((0, 0, 1, 1), (0, 0, 1, 1)) == 1 / n**2
     assert S.gaussian_moment((0, 0, 1, 1), (0, 1, 0, 1)) == 0
     assert S.gaussian_moment((0, 0), (0, 0), 4) == sp.Rational(1, 4)
 
@@ -52,14 +58,19 @@ def test_second_moments_equal_every_n():
 def test_o2_exact_integration_all_tuples():
     # every index tuple in {0,1}^4 x {0,1}^4, not only canonical patterns
     import itertools
+
     for rows in itertools.product((0, 1), repeat=4):
         for cols in itertools.product((0, 1), repeat=4):
             assert S.o2_moment(rows, cols) == S.orthogonal_moment(rows, cols, 2)
 
 
 def test_o3_exact_integration_some_patterns():
-    for r, c in [((0, 0, 0, 0), (0, 0, 0, 0)), ((0, 0, 1, 1), (0, 1, 0, 1)),
-                 ((0, 0, 1, 1), (2, 2, 1, 1)), ((0, 1, 2, 0), (0, 0, 0, 0))]:
+    for r, c in [
+        ((0, 0, 0, 0), (0, 0, 0, 0)),
+        ((0, 0, 1, 1), (0, 1, 0, 1)),
+        ((0, 0, 1, 1), (2, 2, 1, 1)),
+        ((0, 1, 2, 0), (0, 0, 0, 0)),
+    ]:
         assert S.o3_moment(r, c) == S.orthogonal_moment(r, c, 3)
     assert S.o3_moment((0, 0), (1, 1)) == sp.Rational(1, 3)
 
@@ -75,18 +86,17 @@ def test_moment_table_orders():
     assert len(rows) == 16
     lead = {r["name"]: r["relative_order"] for r in rows}
     assert lead["O_{11} O_{11} O_{11} O_{11}"] == -6 / n
-    assert lead["O_{11} O_{11} O_{22} O_{22}"] == 2 / n ** 2
+    assert lead["O_{11} O_{11} O_{22} O_{22}"] == 2 / n**2
     assert lead["O_{11} O_{12} O_{21} O_{22}"] == -1 / n
     for r in rows:  # every difference vanishes faster than the n^-2 scale
-        assert sp.limit(r["difference"] * n ** 2, n, sp.oo) == 0
-    ser = S.relative_difference_series(3 / (n * (n + 2)), 3 / n ** 2)
-    assert sp.simplify(ser - (-2 / n + 4 / n ** 2)) == 0
+        assert sp.limit(r["difference"] * n**2, n, sp.oo) == 0
+    ser = S.relative_difference_series(3 / (n * (n + 2)), 3 / n**2)
+    assert sp.simplify(ser - (-2 / n + 4 / n**2)) == 0
 
 
 def test_contracted_moment_matches_explicit_n2():
     # E[sum_i (O phi)_i (O phi')_i]^2 = (phi.phi')^2 exactly for orthogonal at n = 2
-    expr = S.contracted_moment("orthogonal", ("i", "i", "k", "k"), ("x", "y", "x", "y"),
-                               n_value=2)
+    expr = S.contracted_moment("orthogonal", ("i", "i", "k", "k"), ("x", "y", "x", "y"), n_value=2)
     assert sp.simplify(expr - 4 * S.dot("x", "y") ** 2) == 0  # W = sqrt(2) O: factor 2^2
 
 
@@ -134,24 +144,27 @@ def test_relu_dual_derivative_is_kdot():
     assert sp.simplify(sp.diff(d["k"], S.q12) - d["kdot"]) == 0
 
 
-@pytest.mark.parametrize("call", [
-    lambda: S.pairings(3),
-    lambda: S.set_partitions(0),
-    lambda: S.weingarten_orthogonal(6),
-    lambda: S.orthogonal_moment((0, 1), (0,)),
-    lambda: S.orthogonal_moment((0, 0, 0, 0, 0, 0), (0,) * 6),
-    lambda: S.orthogonal_moment((0, 0, 0, 0), (0, 0, 0, 0), 1),
-    lambda: S.orthogonal_moment((0, 0), (0, 0), -2),
-    lambda: S.o2_moment((0, 2), (0, 0)),
-    lambda: S.o3_moment((0,), (0,)),
-    lambda: S.monte_carlo_moment((0, 0), (0, 0), 1, 10),
-    lambda: S.contracted_moment("uniform", ("i", "i"), ("x", "y")),
-    lambda: S.contracted_moment("gaussian", ("i", "i"), ("x",)),
-    lambda: S.layer_statistics("haar"),
-    lambda: S.duals("tanh"),
-    lambda: S.gaussian_expectation_numeric(np.tanh, np.tanh, 1.0, 1.0, 2.0),
-    lambda: S.gaussian_expectation_numeric(np.tanh, np.tanh, 1.0, 1.0, 0.5, method="mc"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: S.pairings(3),
+        lambda: S.set_partitions(0),
+        lambda: S.weingarten_orthogonal(6),
+        lambda: S.orthogonal_moment((0, 1), (0,)),
+        lambda: S.orthogonal_moment((0, 0, 0, 0, 0, 0), (0,) * 6),
+        lambda: S.orthogonal_moment((0, 0, 0, 0), (0, 0, 0, 0), 1),
+        lambda: S.orthogonal_moment((0, 0), (0, 0), -2),
+        lambda: S.o2_moment((0, 2), (0, 0)),
+        lambda: S.o3_moment((0,), (0,)),
+        lambda: S.monte_carlo_moment((0, 0), (0, 0), 1, 10),
+        lambda: S.contracted_moment("uniform", ("i", "i"), ("x", "y")),
+        lambda: S.contracted_moment("gaussian", ("i", "i"), ("x",)),
+        lambda: S.layer_statistics("haar"),
+        lambda: S.duals("tanh"),
+        lambda: S.gaussian_expectation_numeric(np.tanh, np.tanh, 1.0, 1.0, 2.0),
+        lambda: S.gaussian_expectation_numeric(np.tanh, np.tanh, 1.0, 1.0, 0.5, method="mc"),
+    ],
+)
 def test_bad_inputs(call):
     with pytest.raises(ValueError):
         call()

@@ -11,19 +11,30 @@ import pytest
 
 from ntklit import _threads
 
-PROBE = ("import json, ntklit, scipy.linalg\n"
-         "from threadpoolctl import threadpool_info\n"
-         "print(json.dumps([i['num_threads'] for i in threadpool_info()"
-         " if i['user_api'] == 'blas']))")
+PROBE = (
+    "import json, ntklit, scipy.linalg\n"
+    "from threadpoolctl import threadpool_info\n"
+    "print(json.dumps([i['num_threads'] for i in threadpool_info()"
+    " if i['user_api'] == 'blas']))"
+)
 
 
 def _threads_after_import(value: str | None) -> list[int]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NTKLIT_BLAS_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NTKLIT_BLAS_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    }
     if value is not None:
         env["NTKLIT_BLAS_THREADS"] = value
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
-                         timeout=300, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

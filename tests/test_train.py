@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ntklit import data, train  # noqa: I001  (importing ntklit first applies the compat layer)
+
 import neural_tangents as nt
 from neural_tangents import stax
 
@@ -34,8 +35,19 @@ def ds():
 def test_tiny_grid_trains(ds):
     tr, te = ds
     init_fn, apply_fn, _ = _net()
-    res = train.train(init_fn, apply_fn, tr.x, tr.y, learning_rates=[1.0, 4.0], seeds=[0, 1, 2],
-                      steps=200, record_every=50, loss="mse", x_test=te.x, y_test=te.y)
+    res = train.train(
+        init_fn,
+        apply_fn,
+        tr.x,
+        tr.y,
+        learning_rates=[1.0, 4.0],
+        seeds=[0, 1, 2],
+        steps=200,
+        record_every=50,
+        loss="mse",
+        x_test=te.x,
+        y_test=te.y,
+    )
     assert res.loss.shape == (2, 3, 5) and res.test_accuracy.shape == (2, 3, 5)
     assert res.weight_change.shape == (2, 3, 5, 3)
     assert res.f_train.shape == (2, 3, 64, 10) and res.f_test.shape == (2, 3, 32, 10)
@@ -58,8 +70,17 @@ def test_tiny_grid_trains(ds):
 def test_divergence_is_detected_not_raised(ds):
     tr, _ = ds
     init_fn, apply_fn, _ = _net(act=stax.Relu)
-    res = train.train(init_fn, apply_fn, tr.x, tr.y, learning_rates=[0.5, 1e6], seeds=[0, 1],
-                      steps=60, record_every=20, loss="mse")
+    res = train.train(
+        init_fn,
+        apply_fn,
+        tr.x,
+        tr.y,
+        learning_rates=[0.5, 1e6],
+        seeds=[0, 1],
+        steps=60,
+        record_every=20,
+        loss="mse",
+    )
     assert not res.diverged[0].any()
     assert res.diverged[1].all()
     assert np.all(res.diverged_step[1] >= 0) and np.all(res.diverged_step[0] == -1)
@@ -67,23 +88,50 @@ def test_divergence_is_detected_not_raised(ds):
     assert np.all(np.isfinite(res.loss[1, :, 0]))  # before divergence
     assert not res.trained.any()  # no target given
     # max_loss turns a blow-up into divergence before overflow
-    res2 = train.train(init_fn, apply_fn, tr.x, tr.y, learning_rates=[1e3], seeds=[0],
-                       steps=20, record_every=10, loss="mse", max_loss=1e3)
+    res2 = train.train(
+        init_fn,
+        apply_fn,
+        tr.x,
+        tr.y,
+        learning_rates=[1e3],
+        seeds=[0],
+        steps=20,
+        record_every=10,
+        loss="mse",
+        max_loss=1e3,
+    )
     assert res2.diverged.all() and res2.diverged_step[0, 0] < 20
 
 
 def test_vmapped_equals_looped_sgd_momentum_xent(ds):
     tr, te = ds
     init_fn, apply_fn, _ = _net()
-    kw = dict(learning_rates=[0.3, 1.0], seeds=[3, 4], steps=40, record_every=10,
-              loss="xent", batch_size=16, momentum=0.9, x_test=te.x, y_test=te.y,
-              target_accuracy=0.5)
+    kw = dict(
+        learning_rates=[0.3, 1.0],
+        seeds=[3, 4],
+        steps=40,
+        record_every=10,
+        loss="xent",
+        batch_size=16,
+        momentum=0.9,
+        x_test=te.x,
+        y_test=te.y,
+        target_accuracy=0.5,
+    )
     v = train.train(init_fn, apply_fn, tr.x, tr.y, chunk_size=3, **kw)  # 3 + 1 padded
     loop = train.train(init_fn, apply_fn, tr.x, tr.y, vectorize=False, **kw)
-    for name in ("loss", "accuracy", "test_loss", "test_accuracy", "weight_change",
-                 "f_train", "f_test"):
-        np.testing.assert_allclose(getattr(v, name), getattr(loop, name), rtol=1e-9,
-                                   atol=1e-12, err_msg=name)
+    for name in (
+        "loss",
+        "accuracy",
+        "test_loss",
+        "test_accuracy",
+        "weight_change",
+        "f_train",
+        "f_test",
+    ):
+        np.testing.assert_allclose(
+            getattr(v, name), getattr(loop, name), rtol=1e-9, atol=1e-12, err_msg=name
+        )
     np.testing.assert_array_equal(v.steps_to_target, loop.steps_to_target)
     # different seeds and learning rates give different runs (the test is not vacuous)
     assert not np.allclose(v.loss[:, 0, -1], v.loss[:, 1, -1])
@@ -98,17 +146,26 @@ def test_record_windows_early_stop_and_ntk_between(ds, monkeypatch):
     train._programs.cache_clear()
     tr, _ = ds
     init_fn, apply_fn, _ = _net()
-    kw = dict(learning_rates=[0.02, 6.0], seeds=[0, 1], steps=200, record_every=10,
-              loss="mse", target_accuracy=0.5, stop_at_target=True, ntk_steps=[70, 200],
-              x_ntk=tr.x[:4])
+    kw = dict(
+        learning_rates=[0.02, 6.0],
+        seeds=[0, 1],
+        steps=200,
+        record_every=10,
+        loss="mse",
+        target_accuracy=0.5,
+        stop_at_target=True,
+        ntk_steps=[70, 200],
+        x_ntk=tr.x[:4],
+    )
     try:
         v = train.train(init_fn, apply_fn, tr.x, tr.y, chunk_size=3, progress=True, **kw)
         loop = train.train(init_fn, apply_fn, tr.x, tr.y, vectorize=False, **kw)
     finally:
         train._programs.cache_clear()
     for name in ("loss", "accuracy", "weight_change", "f_train", "ntk", "ntk_change"):
-        np.testing.assert_allclose(getattr(v, name), getattr(loop, name), rtol=1e-9,
-                                   atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(v, name), getattr(loop, name), rtol=1e-9, atol=1e-12, err_msg=name
+        )
     np.testing.assert_array_equal(v.steps_to_target, loop.steps_to_target)
     # the fast runs reach the target and freeze before the NTK at step 70 (the second chunk,
     # run (6.0, 1) and its two padding copies, stops early); the slow ones never do
@@ -127,11 +184,19 @@ def test_linear_model_matches_discrete_closed_form(ds):
     tr, _ = ds
     init_fn, apply_fn, _ = stax.serial(stax.Dense(10, W_std=1.5, b_std=0.3))
     eta, T = 2.0, 30
-    res = train.train(init_fn, apply_fn, tr.x, tr.y, learning_rates=[eta], seeds=[7], steps=T,
-                      loss="mse", center=True)
+    res = train.train(
+        init_fn,
+        apply_fn,
+        tr.x,
+        tr.y,
+        learning_rates=[eta],
+        seeds=[7],
+        steps=T,
+        loss="mse",
+        center=True,
+    )
     params = init_fn(jax.random.fold_in(jax.random.key(7), 0), (-1, 16))[1]
-    theta = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=1)(tr.x, None,
-                                                                              params)
+    theta = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=1)(tr.x, None, params)
     n, c = tr.y.shape
     step = np.eye(n) - eta * np.asarray(theta) / (n * c)
     r = np.linalg.matrix_power(step, T) @ np.asarray(tr.y)  # centred: f_0 = 0
@@ -142,8 +207,18 @@ def test_ntk_record(ds):
     tr, _ = ds
     init_fn, apply_fn, _ = _net()
     probe = tr.x[:6]
-    res = train.train(init_fn, apply_fn, tr.x, tr.y, learning_rates=[2.0], seeds=[1],
-                      steps=40, record_every=20, ntk_steps=[40], x_ntk=probe)
+    res = train.train(
+        init_fn,
+        apply_fn,
+        tr.x,
+        tr.y,
+        learning_rates=[2.0],
+        seeds=[1],
+        steps=40,
+        record_every=20,
+        ntk_steps=[40],
+        x_ntk=probe,
+    )
     np.testing.assert_array_equal(res.ntk_steps, [0, 40])
     assert res.ntk.shape == (1, 1, 2, 6, 6)
     params = init_fn(jax.random.fold_in(jax.random.key(1), 0), (-1, 16))[1]
@@ -155,9 +230,19 @@ def test_ntk_record(ds):
 def test_stop_at_target(ds):
     tr, _ = ds
     init_fn, apply_fn, _ = _net()
-    res = train.train(init_fn, apply_fn, tr.x, tr.y, learning_rates=[4.0], seeds=[0, 1],
-                      steps=400, record_every=20, loss="mse", target_accuracy=0.6,
-                      stop_at_target=True)
+    res = train.train(
+        init_fn,
+        apply_fn,
+        tr.x,
+        tr.y,
+        learning_rates=[4.0],
+        seeds=[0, 1],
+        steps=400,
+        record_every=20,
+        loss="mse",
+        target_accuracy=0.6,
+        stop_at_target=True,
+    )
     assert res.trained.all()
     for s in range(2):
         k = int(np.searchsorted(res.record_steps, res.steps_to_target[0, s]))
@@ -166,20 +251,23 @@ def test_stop_at_target(ds):
         np.testing.assert_array_equal(res.loss[0, s, k:], res.loss[0, s, k])
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(loss="hinge"), "loss must be one of"),
-    (dict(learning_rates=[-1.0]), "learning_rates"),
-    (dict(seeds=[0.5]), "seeds"),
-    (dict(steps=0), "steps"),
-    (dict(steps=10, record_every=3), "multiple of record_every"),
-    (dict(batch_size=1000), "batch_size"),
-    (dict(momentum=1.0), "momentum"),
-    (dict(ntk_steps=[5]), "ntk_steps"),
-    (dict(ntk_steps=[10]), "x_ntk"),
-    (dict(stop_at_target=True), "stop_at_target"),
-    (dict(target_accuracy=1.5), "target_accuracy"),
-    (dict(x_test=np.zeros((3, 5)), y_test=np.zeros((3, 10))), "x_test"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(loss="hinge"), "loss must be one of"),
+        (dict(learning_rates=[-1.0]), "learning_rates"),
+        (dict(seeds=[0.5]), "seeds"),
+        (dict(steps=0), "steps"),
+        (dict(steps=10, record_every=3), "multiple of record_every"),
+        (dict(batch_size=1000), "batch_size"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(ntk_steps=[5]), "ntk_steps"),
+        (dict(ntk_steps=[10]), "x_ntk"),
+        (dict(stop_at_target=True), "stop_at_target"),
+        (dict(target_accuracy=1.5), "target_accuracy"),
+        (dict(x_test=np.zeros((3, 5)), y_test=np.zeros((3, 10))), "x_test"),
+    ],
+)
 def test_bad_arguments(ds, kw, match):
     tr, _ = ds
     init_fn, apply_fn, _ = _net()

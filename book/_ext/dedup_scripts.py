@@ -10,8 +10,11 @@ every page. This keeps the first of identical script entries.
 def _dedup(app, pagename, templatename, context, doctree):
     seen, unique = set(), []
     for js in context.get("script_files", []):
-        key = (getattr(js, "filename", None) or "", getattr(js, "priority", 0),
-               tuple(sorted(getattr(js, "attributes", {}).items())))
+        key = (
+            getattr(js, "filename", None) or "",
+            getattr(js, "priority", 0),
+            tuple(sorted(getattr(js, "attributes", {}).items())),
+        )
         if key not in seen:
             seen.add(key)
             unique.append(js)
