@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html.parser
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import chapter_env
+from conftest import TEST_XLA_FLAG, chapter_env
 
 from ntklit import runner
 
@@ -88,6 +89,15 @@ def test_committed_verification_records_are_current(path):
     assert runner.verification_state(ch, rec) != "stale", (
         f"{path.name} is stale: re-run `python -m ntklit run {ch.name} --profile {rec['profile']}`"
     )
+
+
+def test_chapters_run_without_the_unit_tests_xla_flag():
+    """The unit tests' XLA optimization level 0 (tests/conftest.py) never reaches the chapters
+    the tests execute: they run as a reader's do."""
+    if os.environ.get("NTKLIT_TEST_XLA_OPT") != "1":
+        assert TEST_XLA_FLAG in os.environ["XLA_FLAGS"].split()
+    assert TEST_XLA_FLAG not in chapter_env().get("XLA_FLAGS", "").split()
+    assert all(v == os.environ[k] for k, v in chapter_env().items() if k != "XLA_FLAGS")
 
 
 def test_toc_entries_exist():

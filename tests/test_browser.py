@@ -54,6 +54,8 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("NTKLIT_TEST_BUILD", REPO / "_build" / "test")).resolve()
 TOC_DOCS = runner._toc_files(REPO)
 PAGES = [f"{doc}.html" for doc in TOC_DOCS]
+#: chapters photographed at both widths by test_page_fits_its_column (for a person to look at)
+SCREENSHOT_PAGES = ("book/02_derivation.html", "book/07_fluctuations.html")
 
 CHROMIUM = Path(os.environ.get("NTKLIT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -816,6 +818,130 @@ def check_search(context, base_url: str, term: str, expected: str) -> list[str]:
     return problems
 
 
+#: Viewport widths at which nothing may be wider than its column: the desktop reference and a
+#: phone. At ``WIDE`` code must not even wrap (ruff's 99 columns fit, see book/_ext/fit_page.py)
+#: and display math must fit unscaled (long equations are split); at a phone width code wraps
+#: and an equation may be scaled down by the page's script, to no less than ``MIN_MATH_SCALE``.
+WIDE, PHONE = 1400, 390
+MIN_MATH_SCALE = 0.5
+
+# Runs in a loaded page: waits for the math-fitting script, returns what is too wide.
+_FIT_JS = r"""
+async () => {
+  const root = document.documentElement;
+  for (let i = 0; i < 600 && root.getAttribute('data-ntklit-math-fit') !== 'done'; i++)
+    await new Promise(r => setTimeout(r, 50));
+  const text = e => (e.textContent || '').trim().replace(/\s+/g, ' ').slice(0, 80);
+  const over = e => e.scrollWidth > e.clientWidth + 1;
+  const out = {fitted: root.getAttribute('data-ntklit-math-fit'), page: null, code: [],
+               wrapped: [], math: [], scaled: [], tables: []};
+  if (root.scrollWidth > root.clientWidth + 1) {
+    const wide = [...document.querySelectorAll('body *')].filter(
+      e => e.getBoundingClientRect().right > root.clientWidth + 1 &&
+        !e.closest('.bd-sidebar-primary, .bd-sidebar-secondary, mjx-container'));
+    out.page = [root.scrollWidth, root.clientWidth, wide.slice(0, 3).map(
+      e => e.tagName.toLowerCase() + '.' + [...e.classList].join('.') + ': ' + text(e))];
+  }
+  for (const e of document.querySelectorAll('article pre')) {
+    if (over(e)) out.code.push([e.scrollWidth, e.clientWidth, text(e)]);
+    if (e.closest('div.cell_input') ||
+        (e.closest('div[class*="highlight-python"], div[class*="highlight-ipython"]') &&
+         !e.closest('div.cell_output'))) {
+      const ws = e.style.whiteSpace;
+      e.style.whiteSpace = 'pre';
+      if (over(e)) {
+        const longest = e.textContent.split('\n').reduce((a, l) => Math.max(a, l.length), 0);
+        out.wrapped.push([longest, text(e)]);
+      }
+      e.style.whiteSpace = ws;
+    }
+  }
+  for (const e of document.querySelectorAll('article mjx-container[display="true"]')) {
+    const m = e.querySelector('mjx-math');
+    const w = m ? m.getBoundingClientRect().width : 0;
+    const item = window.MathJax && MathJax.startup && MathJax.startup.document ?
+      MathJax.startup.document.getMathItemsWithin(e)[0] : null;
+    const src = item ? item.math.trim().replace(/\s+/g, ' ').slice(0, 80) : text(e);
+    if (w > e.clientWidth + 1) out.math.push([Math.round(w), e.clientWidth, src]);
+    const s = e.getAttribute('data-ntklit-scale');
+    if (s !== null) out.scaled.push([+s, src]);
+  }
+  for (const t of document.querySelectorAll('article table')) {
+    const box = t.closest('.pst-scrollable-table-container') || t.parentElement;
+    const scrolls = ['auto', 'scroll'].includes(getComputedStyle(box).overflowX);
+    if (t.getBoundingClientRect().width > box.clientWidth + 1)
+      out.tables.push([Math.round(t.getBoundingClientRect().width), box.clientWidth, scrolls,
+                       text(t)]);
+  }
+  return out;
+}
+"""
+
+
+def check_fit(
+    browser, base_url: str, page_path: str, width: int, screenshot: Path | None = None
+) -> list[str]:
+    """Load a page at viewport ``width``; report anything wider than its column.
+
+    Everything: the page itself (no horizontal scrolling of the page), every ``pre`` (code
+    cells, outputs, literal blocks), every display equation (after the page's script scaled
+    it) and every table (at a phone width a table may instead scroll inside its own box). At
+    ``WIDE`` also: a code-cell line that wraps (the formatter's line
+    length must fit) and an equation that needed scaling (it must be split); at narrower
+    widths an equation scaled below ``MIN_MATH_SCALE``. ``screenshot``: a full-page PNG.
+    """
+    label = f"{page_path} at {width} px"
+    ctx = browser.new_context(viewport={"width": width, "height": 900}, service_workers="block")
+    problems: list[str] = []
+    try:
+        page = ctx.new_page()
+        resp = page.goto(base_url + page_path, wait_until="load", timeout=TIMEOUT_MS)
+        if resp is None or not resp.ok:
+            return [f"{label}: HTTP {resp.status if resp else '?'}"]
+        seen = page.evaluate(_FIT_JS)
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        ctx.close()
+    if seen["fitted"] != "done":
+        problems.append(f"{label}: the math-fitting script did not run (ntklit-fit.js)")
+    if seen["page"]:
+        problems.append(
+            f"{label}: the page is {seen['page'][0]} px wide for a "
+            f"{seen['page'][1]} px window: {seen['page'][2]}"
+        )
+    problems += [
+        f"{label}: code block {w} px wide in a {c} px box: {t!r}" for w, c, t in seen["code"]
+    ]
+    problems += [
+        f"{label}: display math {w} px wide in a {c} px column: {t!r}" for w, c, t in seen["math"]
+    ]
+    # A table of numbers cannot reflow into a phone's column: there it may be wider than the
+    # column inside its own horizontal scroller (the page itself never scrolls); at WIDE every
+    # table fits.
+    problems += [
+        f"{label}: table {w} px wide in a {c} px column"
+        f"{'' if scrolls else ' that does not scroll'}: {t!r}"
+        for w, c, scrolls, t in seen["tables"]
+        if width >= WIDE or not scrolls
+    ]
+    if width >= WIDE:
+        problems += [
+            f"{label}: a code line of {n} columns wraps: {t!r}" for n, t in seen["wrapped"]
+        ]
+        problems += [
+            f"{label}: display math needs scaling to {s:.2f} (split it): {t!r}"
+            for s, t in seen["scaled"]
+        ]
+    else:
+        problems += [
+            f"{label}: display math scaled to {s:.2f} (< {MIN_MATH_SCALE}): {t!r}"
+            for s, t in seen["scaled"]
+            if s < MIN_MATH_SCALE - 1e-3
+        ]
+    return problems
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -1048,6 +1174,20 @@ def test_reproducibility_page_shows_paper_scale_status(built_html, context, book
         want = {"verified": "passed: ", "stale": "stale", "failed": "FAILED"}[state]
         assert row[2].startswith(want), (ch.name, row)
         assert f"{rec['checks_passed']}/{rec['checks_total']} checks" in row[2]
+
+
+@pytest.mark.parametrize("width", [WIDE, PHONE])
+@pytest.mark.parametrize("page", PAGES)
+def test_page_fits_its_column(built_html, browser, book_url, page, width):
+    """Nothing on the page is wider than its column, at the desktop width and on a phone;
+    two chapters are also photographed at both widths (``_build/test/screenshots``)."""
+    shot = None
+    if page in SCREENSHOT_PAGES:
+        (BUILD / "screenshots").mkdir(exist_ok=True)
+        shot = BUILD / "screenshots" / f"{PurePosixPath(page).stem}-{width}.png"
+    assert_no_problems(check_fit(browser, book_url, page, width, shot))
+    if shot is not None:
+        assert shot.is_file() and shot.stat().st_size > 10_000, shot
 
 
 # ----------------------------------------------------------------------- the checks catch breakage
@@ -1357,3 +1497,27 @@ def test_checks_report_console_noise(site_copy):
         "site-packages path",
         "absolute path of the builder",
     }, found
+
+
+def test_checks_report_what_does_not_fit(site_copy, browser):
+    """A code line longer than the formatter's, an element wider than the window and an
+    equation too long for any scaling are reported at the desktop width and on a phone."""
+    root, pages = site_copy
+    page = next(p for p in pages if "cell_input" in (root / p).read_text())
+    long_line = "x = [" + ", ".join(str(i) for i in range(40)) + "]"
+    wide_math = " + ".join(f"a_{{{i}}} b_{{{i}}}" for i in range(60))
+    snippet = (
+        '<div class="cell docutils container"><div class="cell_input docutils container">'
+        f'<div class="highlight-ipython3 notranslate"><div class="highlight"><pre>{long_line}'
+        "</pre></div></div></div></div>"
+        f'<div class="math notranslate nohighlight">\\[{wide_math}\\]</div>'
+        '<div style="width: 3000px; height: 1px"></div>'
+    )
+    (root / page).write_text(inject((root / page).read_text(), snippet))
+    with serve(root) as url:
+        wide = check_fit(browser, url, page, WIDE)
+        phone = check_fit(browser, url, page, PHONE)
+    assert any(f"a code line of {len(long_line)} columns wraps" in p for p in wide), wide
+    assert any("needs scaling" in p and "a_{0} b_{0}" in p for p in wide), wide
+    assert any("display math" in p and "wide in a" in p for p in phone), phone
+    assert any("the page is" in p and "px wide for a" in p for p in wide + phone), wide
